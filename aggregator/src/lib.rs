@@ -1,1 +1,14 @@
-//! placeholder
+//! The hostwatch aggregator: ingests agents' samples, keeps windows per node and metric,
+//! opens and closes issues, and serves the operator API.
+//!
+//! Pure core (no I/O, time passed in): `model`, `window`, `detect`, `issue`, `engine`.
+//! Edges: `ingest` and `api` (gRPC), `monitor` (the task that owns the engine), `store`
+//! (SQLite), `dispatch` and `sink` (where events go), `server` (wiring), `up`.
+
+pub mod config;
+pub mod detect;
+pub mod engine;
+pub mod events;
+pub mod issue;
+pub mod model;
+pub mod window;

@@ -1,0 +1,475 @@
+//! The aggregator's configuration file (TOML): parsing, defaults and validation.
+//!
+//! Parsing rejects unknown fields; `validate` then collects every problem at once so
+//! `check-config` can list them all. Rule defaults are the seeds' (DESIGN §6). This module
+//! only describes configuration; it builds nothing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::Severity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config: {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// The one gRPC listener: Ingest and Operator services, reflection and health.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where the SQLite database lives.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    #[serde(default)]
+    pub rules: RulesConfig,
+    /// Where events go. Without any, events are only kept and shown through the API.
+    #[serde(default)]
+    pub integrations: Vec<IntegrationConfig>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7170";
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7170))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/hostwatch")
+}
+
+impl AggregatorConfig {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        config.validate().map_err(ConfigError::Invalid)?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; the error names the line and field.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|error| error.to_string().trim_end().to_owned())
+    }
+
+    /// The configuration `up` runs with: defaults, the given listener and data directory,
+    /// and every event on stdout.
+    pub fn embedded(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            data_dir,
+            ingest: IngestConfig::default(),
+            rules: RulesConfig::default(),
+            integrations: vec![IntegrationConfig {
+                name: "log".to_owned(),
+                source: Vec::new(),
+                sink: SinkConfig::Log,
+                min_severity: None,
+            }],
+        }
+    }
+
+    /// Every problem, each naming its field, e.g. `config: rules.disk_usage.threshold: …`.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        self.ingest.validate(&mut errors);
+        self.rules.validate(&mut errors);
+        for (index, integration) in self.integrations.iter().enumerate() {
+            if integration.name.trim().is_empty() {
+                errors.push(format!(
+                    "config: integrations[{index}].name: must not be empty"
+                ));
+            }
+            let duplicate = self.integrations[..index]
+                .iter()
+                .any(|i| i.name == integration.name);
+            if duplicate {
+                errors.push(format!(
+                    "config: integrations[{index}].name: {:?} is used twice",
+                    integration.name
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Limits on what agents may send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// How far in the future (by the aggregator's clock) a sample may be stamped.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    /// The largest message an agent may send; larger ones end its stream with
+    /// RESOURCE_EXHAUSTED.
+    pub max_message_bytes: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_clock_skew: Duration::from_secs(300),
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl IngestConfig {
+    fn validate(&self, errors: &mut Vec<String>) {
+        if self.max_message_bytes < 1024 {
+            errors.push("config: ingest.max_message_bytes: must be at least 1024".to_owned());
+        }
+    }
+}
+
+/// Per-rule settings. A rule left out keeps all its defaults; a field left out keeps
+/// that rule's default for it (each rule has its own, so the file is read as overrides).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(from = "RulesFile")]
+pub struct RulesConfig {
+    pub core_load: ThresholdRuleConfig,
+    pub memory_usage: ThresholdRuleConfig,
+    pub disk_usage: ThresholdRuleConfig,
+    pub node_silent: NodeSilentConfig,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        let minutes = |n: u64| Duration::from_secs(60 * n);
+        Self {
+            core_load: ThresholdRuleConfig {
+                threshold: 2.0,
+                open_for: Duration::ZERO,
+                close_for: minutes(2),
+                ..ThresholdRuleConfig::default()
+            },
+            memory_usage: ThresholdRuleConfig {
+                threshold: 90.0,
+                open_for: Duration::ZERO,
+                close_for: minutes(2),
+                ..ThresholdRuleConfig::default()
+            },
+            disk_usage: ThresholdRuleConfig {
+                threshold: 80.0,
+                open_for: minutes(1),
+                close_for: Duration::ZERO,
+                ..ThresholdRuleConfig::default()
+            },
+            node_silent: NodeSilentConfig::default(),
+        }
+    }
+}
+
+impl RulesConfig {
+    fn validate(&self, errors: &mut Vec<String>) {
+        self.core_load.validate("core_load", None, errors);
+        self.memory_usage
+            .validate("memory_usage", Some(100.0), errors);
+        self.disk_usage.validate("disk_usage", Some(100.0), errors);
+        if self.node_silent.missed_intervals == 0 {
+            errors.push("config: rules.node_silent.missed_intervals: must be at least 1".into());
+        }
+    }
+
+    /// How far apart two samples of a node may be before they no longer count as
+    /// consecutive: the same silence after which `node_silent` opens.
+    pub fn max_gap(&self, interval: Duration) -> Duration {
+        interval.saturating_mul(self.node_silent.missed_intervals)
+    }
+}
+
+/// `[rules]` as written: overrides on top of each rule's own defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RulesFile {
+    core_load: ThresholdRuleOverrides,
+    memory_usage: ThresholdRuleOverrides,
+    disk_usage: ThresholdRuleOverrides,
+    node_silent: NodeSilentConfig,
+}
+
+impl From<RulesFile> for RulesConfig {
+    fn from(file: RulesFile) -> Self {
+        let defaults = RulesConfig::default();
+        Self {
+            core_load: file.core_load.over(defaults.core_load),
+            memory_usage: file.memory_usage.over(defaults.memory_usage),
+            disk_usage: file.disk_usage.over(defaults.disk_usage),
+            node_silent: file.node_silent,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThresholdRuleOverrides {
+    enabled: Option<bool>,
+    threshold: Option<f64>,
+    #[serde(default, with = "humantime_serde")]
+    open_for: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    close_for: Option<Duration>,
+    severity: Option<Severity>,
+    #[serde(default, with = "humantime_serde")]
+    renotify: Option<Duration>,
+}
+
+impl ThresholdRuleOverrides {
+    fn over(self, defaults: ThresholdRuleConfig) -> ThresholdRuleConfig {
+        ThresholdRuleConfig {
+            enabled: self.enabled.unwrap_or(defaults.enabled),
+            threshold: self.threshold.unwrap_or(defaults.threshold),
+            open_for: self.open_for.unwrap_or(defaults.open_for),
+            close_for: self.close_for.unwrap_or(defaults.close_for),
+            severity: self.severity.unwrap_or(defaults.severity),
+            renotify: self.renotify.unwrap_or(defaults.renotify),
+        }
+    }
+}
+
+/// A rule that compares one value with a threshold: open when over it for `open_for`,
+/// close when under it for `close_for`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThresholdRuleConfig {
+    pub enabled: bool,
+    pub threshold: f64,
+    pub open_for: Duration,
+    pub close_for: Duration,
+    pub severity: Severity,
+    /// A reminder (`updated`) this long after the issue's last event; zero for none.
+    pub renotify: Duration,
+}
+
+impl Default for ThresholdRuleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            threshold: 0.0,
+            open_for: Duration::ZERO,
+            close_for: Duration::ZERO,
+            severity: Severity::Warning,
+            renotify: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl ThresholdRuleConfig {
+    fn validate(&self, rule: &str, max: Option<f64>, errors: &mut Vec<String>) {
+        let field = format!("config: rules.{rule}.threshold");
+        if !self.threshold.is_finite() || self.threshold < 0.0 {
+            errors.push(format!("{field}: must be a non-negative number"));
+        } else if let Some(max) = max.filter(|max| self.threshold > *max) {
+            errors.push(format!("{field}: {} is over {max}", self.threshold));
+        }
+    }
+}
+
+/// `node_silent`: no sample for `missed_intervals` × the node's host interval.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSilentConfig {
+    pub enabled: bool,
+    pub missed_intervals: u32,
+    pub severity: Severity,
+    /// After this much silence the issue is raised to `escalated_severity`.
+    #[serde(with = "humantime_serde")]
+    pub escalate_after: Duration,
+    pub escalated_severity: Severity,
+    #[serde(with = "humantime_serde")]
+    pub renotify: Duration,
+}
+
+impl Default for NodeSilentConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            missed_intervals: 3,
+            severity: Severity::Warning,
+            escalate_after: Duration::from_secs(300),
+            escalated_severity: Severity::Error,
+            renotify: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Routes one or more event sources to one sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationConfig {
+    /// Unique among integrations; names it in logs and the API.
+    #[serde(default = "default_integration_name")]
+    pub name: String,
+    /// The sources routed: "issues", "notifications" (empty: both).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub source: Vec<EventSourceConfig>,
+    pub sink: SinkConfig,
+    /// Only issue events and notifications at least this severe.
+    #[serde(default)]
+    pub min_severity: Option<Severity>,
+}
+
+fn default_integration_name() -> String {
+    "log".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventSourceConfig {
+    Issues,
+    Notifications,
+}
+
+fn one_or_many<'de, D>(deserializer: D) -> Result<Vec<EventSourceConfig>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(EventSourceConfig),
+        Many(Vec<EventSourceConfig>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(source) => vec![source],
+        OneOrMany::Many(sources) => sources,
+    })
+}
+
+/// The sink an integration delivers to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// Every event as one JSON line on stdout.
+    Log,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_seed_defaults() {
+        let config = AggregatorConfig::parse("").unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.rules.core_load.threshold, 2.0);
+        assert_eq!(config.rules.core_load.close_for, Duration::from_secs(120));
+        assert_eq!(config.rules.disk_usage.threshold, 80.0);
+        assert_eq!(config.rules.disk_usage.open_for, Duration::from_secs(60));
+        assert_eq!(config.rules.memory_usage.threshold, 90.0);
+        assert_eq!(config.rules.node_silent.missed_intervals, 3);
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn a_partial_rule_keeps_its_other_defaults() {
+        let config = AggregatorConfig::parse("[rules.disk_usage]\nthreshold = 1.0\n").unwrap();
+        assert_eq!(config.rules.disk_usage.threshold, 1.0);
+        assert_eq!(config.rules.disk_usage.open_for, Duration::from_secs(60));
+        assert_eq!(config.rules.disk_usage.severity, Severity::Warning);
+        assert_eq!(config.rules.core_load.close_for, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let error = AggregatorConfig::parse("[rules.disk_usage]\nthreshhold = 1.0\n").unwrap_err();
+        assert!(error.contains("threshhold"), "{error}");
+    }
+
+    #[test]
+    fn validation_lists_every_error() {
+        let text = r#"
+            [ingest]
+            max_message_bytes = 10
+            [rules.disk_usage]
+            threshold = 150.0
+            [rules.core_load]
+            threshold = -1.0
+            [rules.node_silent]
+            missed_intervals = 0
+        "#;
+        let errors = AggregatorConfig::parse(text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("rules.disk_usage.threshold: 150 is over 100"))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("rules.core_load.threshold"))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("rules.node_silent.missed_intervals"))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("ingest.max_message_bytes"))
+        );
+    }
+
+    #[test]
+    fn integrations_take_one_source_or_several() {
+        let text = r#"
+            [[integrations]]
+            source = "issues"
+            sink = { type = "log" }
+            [[integrations]]
+            name = "everything"
+            source = ["issues", "notifications"]
+            min_severity = "error"
+            sink = { type = "log" }
+        "#;
+        let config = AggregatorConfig::parse(text).unwrap();
+        assert_eq!(
+            config.integrations[0].source,
+            vec![EventSourceConfig::Issues]
+        );
+        assert_eq!(config.integrations[1].source.len(), 2);
+        assert_eq!(config.integrations[1].min_severity, Some(Severity::Error));
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn integration_names_must_be_unique() {
+        let text = "[[integrations]]\nsink = { type = \"log\" }\n[[integrations]]\nsink = { type = \"log\" }\n";
+        let errors = AggregatorConfig::parse(text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(errors[0].contains("integrations[1].name"), "{errors:?}");
+    }
+}

@@ -1,0 +1,321 @@
+//! The aggregator's state and decisions, without I/O: what it knows of every node, the
+//! rules' windows, and the open issues. Samples and the passing of time go in; events
+//! come out.
+//!
+//! `Engine` is driven by `monitor`, which owns it on one task, persists what it returns
+//! and acknowledges batches. Keeping the whole decision path pure means the rule engine
+//! is tested as timelines with a fake clock (see `engine/tests.rs`): every rule, every
+//! edge of "consistently", restarts included.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use crate::config::RulesConfig;
+use crate::detect::{self, NODE_SILENT};
+use crate::events::{Event, Notification};
+use crate::issue::{Issue, IssueBook, IssueKey};
+use crate::model::{
+    GossipReading, HostReading, NodeIdentity, NodeKey, Probe, Reading, Sample, Severity, Subject,
+    Timestamp,
+};
+use crate::window::ConditionWindow;
+
+/// The host interval assumed for a node whose Hello named none (the agent's default).
+pub const DEFAULT_HOST_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Everything the aggregator knows of one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeState {
+    pub key: NodeKey,
+    pub identity: NodeIdentity,
+    pub agent_version: String,
+    pub probes: Vec<Probe>,
+    /// The agent's seq counter identity; dedup restarts when it changes.
+    pub seq_epoch: String,
+    pub applied_seq: u64,
+    pub first_seen: Timestamp,
+    /// When a batch last arrived (aggregator clock).
+    pub last_seen: Option<Timestamp>,
+    /// Streams open from this node right now.
+    pub connections: u32,
+    /// The newest host sample and gossip view, with the agent's time.
+    pub latest_host: Option<(Timestamp, HostReading)>,
+    pub latest_gossip: Option<(Timestamp, GossipReading)>,
+    pub dropped_batches_total: u64,
+    /// Samples rejected since the aggregator started.
+    pub rejected_samples_total: u64,
+}
+
+impl NodeState {
+    fn new(key: NodeKey, now: Timestamp) -> Self {
+        Self {
+            key,
+            identity: NodeIdentity::default(),
+            agent_version: String::new(),
+            probes: Vec::new(),
+            seq_epoch: String::new(),
+            applied_seq: 0,
+            first_seen: now,
+            last_seen: None,
+            connections: 0,
+            latest_host: None,
+            latest_gossip: None,
+            dropped_batches_total: 0,
+            rejected_samples_total: 0,
+        }
+    }
+
+    /// How often the node's agent samples the host.
+    pub fn host_interval(&self) -> Duration {
+        self.probes
+            .iter()
+            .find(|probe| probe.name == "host" && !probe.interval.is_zero())
+            .map_or(DEFAULT_HOST_INTERVAL, |probe| probe.interval)
+    }
+}
+
+/// What an agent says about itself when it connects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hello {
+    pub identity: NodeIdentity,
+    pub agent_version: String,
+    pub probes: Vec<Probe>,
+    pub seq_epoch: String,
+}
+
+/// A validated batch: the samples that passed, and how many did not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub seq: u64,
+    pub samples: Vec<Sample>,
+    pub n_rejected: u32,
+    pub dropped_batches_total: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BatchOutcome {
+    /// The seq had already been applied; nothing but liveness was taken from the batch.
+    pub duplicate: bool,
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EngineError {
+    #[error("node {0} sent a batch before its hello")]
+    UnknownNode(NodeKey),
+}
+
+/// The aggregator's state and rules.
+#[derive(Debug)]
+pub struct Engine {
+    rules: RulesConfig,
+    /// Silence is not counted from before this: the aggregator's own downtime is not the
+    /// nodes' fault.
+    started_at: Timestamp,
+    nodes: BTreeMap<NodeKey, NodeState>,
+    windows: HashMap<IssueKey, ConditionWindow>,
+    issues: IssueBook,
+}
+
+impl Engine {
+    /// An engine resuming from persisted nodes and open issues.
+    pub fn new(
+        rules: RulesConfig,
+        started_at: Timestamp,
+        nodes: impl IntoIterator<Item = NodeState>,
+        open_issues: impl IntoIterator<Item = Issue>,
+    ) -> Self {
+        Self {
+            rules,
+            started_at,
+            nodes: nodes
+                .into_iter()
+                .map(|node| (node.key.clone(), node))
+                .collect(),
+            windows: HashMap::new(),
+            issues: IssueBook::restore(open_issues),
+        }
+    }
+
+    /// An agent connected. A node seen for the first time raises a notification.
+    pub fn hello(&mut self, key: &NodeKey, hello: Hello, now: Timestamp) -> Vec<Event> {
+        let mut events = Vec::new();
+        let node = self.nodes.entry(key.clone()).or_insert_with(|| {
+            events.push(Event::Notification(Notification::about_node(
+                key,
+                Severity::Info,
+                "New node",
+                format!("node {key} appeared (agent {})", hello.agent_version),
+                now,
+            )));
+            NodeState::new(key.clone(), now)
+        });
+        if node.seq_epoch != hello.seq_epoch {
+            // A new seq counter (the agent lost its state directory): seqs start over.
+            node.seq_epoch = hello.seq_epoch;
+            node.applied_seq = 0;
+        }
+        node.identity = hello.identity;
+        node.agent_version = hello.agent_version;
+        node.probes = hello.probes;
+        node.connections += 1;
+        events
+    }
+
+    /// An agent's stream ended.
+    pub fn disconnected(&mut self, key: &NodeKey) {
+        if let Some(node) = self.nodes.get_mut(key) {
+            node.connections = node.connections.saturating_sub(1);
+        }
+    }
+
+    /// Applies one batch. Any batch, even a replay, proves the node alive; only a new seq
+    /// moves the windows.
+    pub fn apply_batch(
+        &mut self,
+        key: &NodeKey,
+        batch: Batch,
+        now: Timestamp,
+    ) -> Result<BatchOutcome, EngineError> {
+        let node = self
+            .nodes
+            .get_mut(key)
+            .ok_or_else(|| EngineError::UnknownNode(key.clone()))?;
+        let mut outcome = BatchOutcome::default();
+
+        let silent_since = node
+            .last_seen
+            .unwrap_or(node.first_seen)
+            .max(self.started_at);
+        let heard = detect::heard_from(key, now.since(silent_since), &self.rules.node_silent);
+        let silent_key = IssueKey {
+            rule: NODE_SILENT,
+            subject: Subject::node(key),
+        };
+        outcome
+            .events
+            .extend(self.issues.apply(&silent_key, heard, now).map(Event::Issue));
+        node.last_seen = Some(now);
+
+        if batch.dropped_batches_total > node.dropped_batches_total {
+            let newly_dropped = batch.dropped_batches_total - node.dropped_batches_total;
+            outcome
+                .events
+                .push(Event::Notification(Notification::about_node(
+                    key,
+                    Severity::Warning,
+                    "Samples dropped",
+                    format!(
+                        "the agent on {key} dropped {newly_dropped} batches of samples because its \
+                     outbox was full ({} in all)",
+                        batch.dropped_batches_total
+                    ),
+                    now,
+                )));
+        }
+        node.dropped_batches_total = node.dropped_batches_total.max(batch.dropped_batches_total);
+
+        if batch.seq <= node.applied_seq {
+            outcome.duplicate = true;
+            return Ok(outcome);
+        }
+        node.applied_seq = batch.seq;
+        node.rejected_samples_total += u64::from(batch.n_rejected);
+        let max_gap = self.rules.max_gap(node.host_interval());
+
+        for sample in batch.samples {
+            match sample.reading {
+                Reading::Host(host) => {
+                    for measurement in detect::measure_host(key, &host, &self.rules) {
+                        let Some(config) =
+                            detect::threshold_rule(&self.rules, measurement.key.rule)
+                        else {
+                            continue;
+                        };
+                        let window = self.windows.entry(measurement.key.clone()).or_default();
+                        let verdict = detect::verdict(measurement.value, config.threshold);
+                        if !window.observe(sample.time, verdict, max_gap) {
+                            continue;
+                        }
+                        if let Some(condition) = detect::conclude(&measurement, window, config) {
+                            let event = self.issues.apply(&measurement.key, condition, now);
+                            outcome.events.extend(event.map(Event::Issue));
+                        }
+                    }
+                    if node
+                        .latest_host
+                        .as_ref()
+                        .is_none_or(|(time, _)| *time < sample.time)
+                    {
+                        node.latest_host = Some((sample.time, host));
+                    }
+                }
+                Reading::Gossip(gossip) => {
+                    if node
+                        .latest_gossip
+                        .as_ref()
+                        .is_none_or(|(time, _)| *time < sample.time)
+                    {
+                        node.latest_gossip = Some((sample.time, gossip));
+                    }
+                }
+                // Log lines are routed to sinks, not judged by rules.
+                Reading::Log { .. } => {}
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// The passing of time: silent nodes, and reminders for issues still open.
+    pub fn tick(&mut self, now: Timestamp) -> Vec<Event> {
+        let mut events = Vec::new();
+        if self.rules.node_silent.enabled {
+            for node in self.nodes.values() {
+                let silent_since = node
+                    .last_seen
+                    .unwrap_or(node.first_seen)
+                    .max(self.started_at);
+                let condition = detect::silence(
+                    &node.key,
+                    silent_since,
+                    node.host_interval(),
+                    now,
+                    &self.rules.node_silent,
+                );
+                if let Some(condition) = condition {
+                    let key = IssueKey {
+                        rule: NODE_SILENT,
+                        subject: Subject::node(&node.key),
+                    };
+                    events.extend(self.issues.apply(&key, condition, now).map(Event::Issue));
+                }
+            }
+        }
+        let rules = &self.rules;
+        let reminders = self.issues.remind(now, |rule| match rule {
+            NODE_SILENT => Some(rules.node_silent.renotify),
+            _ => detect::threshold_rule(rules, rule).map(|config| config.renotify),
+        });
+        events.extend(reminders.into_iter().map(Event::Issue));
+        events
+    }
+
+    pub fn node(&self, key: &NodeKey) -> Option<&NodeState> {
+        self.nodes.get(key)
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeState> {
+        self.nodes.values()
+    }
+
+    pub fn open_issues(&self) -> impl Iterator<Item = &Issue> {
+        self.issues.open_issues()
+    }
+
+    pub fn open_issue(&self, key: &IssueKey) -> Option<&Issue> {
+        self.issues.get(key)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,245 @@
+//! The aggregator's domain vocabulary: time, node keys, subjects, severities and the
+//! readings a sample carries once it has passed validation.
+//!
+//! Wire types (`proto::v1`) stop at `ingest` and `api`; everything between them speaks
+//! these types. Nothing here does I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A point in time, milliseconds since the Unix epoch (UTC). The rule core never reads a
+/// clock: time is passed in, so tests drive it with a fake one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub const fn from_unix_ms(ms: i64) -> Self {
+        Self(ms)
+    }
+
+    pub const fn as_unix_ms(self) -> i64 {
+        self.0
+    }
+
+    /// The wall clock. Only the edges (ingest, the monitor's ticker) call this.
+    pub fn now() -> Self {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// How long after `earlier` this is; zero when it is not after it.
+    pub fn since(self, earlier: Timestamp) -> Duration {
+        Duration::from_millis(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
+    }
+
+    pub fn plus(self, duration: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// RFC 3339 with milliseconds, e.g. `2026-11-21T10:15:02.123Z`.
+    pub fn to_rfc3339(self) -> String {
+        let system_time = if self.0 >= 0 {
+            std::time::UNIX_EPOCH + Duration::from_millis(self.0.unsigned_abs())
+        } else {
+            std::time::UNIX_EPOCH - Duration::from_millis(self.0.unsigned_abs())
+        };
+        humantime::format_rfc3339_millis(system_time).to_string()
+    }
+}
+
+/// How bad an issue or notification is. Ordered from least to most severe.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    #[default]
+    Warning,
+    Error,
+    Critical,
+}
+
+impl Severity {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "info" => Some(Severity::Info),
+            "warning" => Some(Severity::Warning),
+            "error" => Some(Severity::Error),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `tenant / cluster / node`: a node's key everywhere.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeKey {
+    pub tenant: String,
+    pub cluster: String,
+    pub node: String,
+}
+
+impl fmt::Display for NodeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.tenant, self.cluster, self.node)
+    }
+}
+
+/// What an issue is about: a node, one mount of a node, or a whole cluster.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Subject {
+    pub tenant: String,
+    pub cluster: String,
+    /// Empty for a cluster-wide subject.
+    pub node: String,
+    /// Empty unless the subject is a mount.
+    pub mount: String,
+}
+
+impl Subject {
+    pub fn node(key: &NodeKey) -> Self {
+        Self {
+            tenant: key.tenant.clone(),
+            cluster: key.cluster.clone(),
+            node: key.node.clone(),
+            mount: String::new(),
+        }
+    }
+
+    pub fn mount(key: &NodeKey, mount: &str) -> Self {
+        Self {
+            mount: mount.to_owned(),
+            ..Self::node(key)
+        }
+    }
+
+    pub fn node_key(&self) -> Option<NodeKey> {
+        (!self.node.is_empty()).then(|| NodeKey {
+            tenant: self.tenant.clone(),
+            cluster: self.cluster.clone(),
+            node: self.node.clone(),
+        })
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.cluster)?;
+        if !self.node.is_empty() {
+            write!(f, "/{}", self.node)?;
+        }
+        if !self.mount.is_empty() {
+            write!(f, ":{}", self.mount)?;
+        }
+        Ok(())
+    }
+}
+
+/// The descriptive identity an agent announces in its Hello.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NodeIdentity {
+    pub service_instance_id: String,
+    pub business_group: String,
+    pub cloud_service_name: String,
+    pub instance_class: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A probe an agent runs, from its Hello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub name: String,
+    pub interval: Duration,
+}
+
+/// A validated host sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostReading {
+    pub load1: f64,
+    pub load5: f64,
+    pub load15: f64,
+    pub physical_cores: u32,
+    pub logical_cores: u32,
+    pub physical_cores_estimated: bool,
+    pub memory_total_bytes: u64,
+    pub memory_available_bytes: u64,
+    pub memory_used_percent: f64,
+    pub disks: Vec<DiskReading>,
+}
+
+impl HostReading {
+    /// load1 ÷ physical cores (seed 000).
+    pub fn core_load(&self) -> f64 {
+        self.load1 / f64::from(self.physical_cores.max(1))
+    }
+}
+
+/// A validated disk usage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskReading {
+    pub mount: String,
+    pub device: String,
+    pub fs_type: String,
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+    pub used_percent: f64,
+    pub inodes_total: u64,
+    pub inodes_free: u64,
+}
+
+/// A validated gossip view: what one node sees of its cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GossipReading {
+    pub adapter: String,
+    /// `Err(text)` when the query failed.
+    pub outcome: Result<Vec<GossipMember>, String>,
+    pub cluster_status: String,
+    pub leader_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GossipMember {
+    pub instance_id: String,
+    pub state: String,
+    pub alive: bool,
+    pub endpoint: String,
+    pub epoch_number: i64,
+}
+
+/// One validated sample, stamped with the agent's clock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub time: Timestamp,
+    pub reading: Reading,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reading {
+    Host(HostReading),
+    Gossip(GossipReading),
+    Log { path: String, line: String },
+}
