@@ -29,7 +29,7 @@ impl Rows {
     pub(crate) fn render(&self) -> String {
         let mut table = Table::new();
         table
-            .load_preset(presets::NOTHING)
+            .load_style(presets::NOTHING)
             .set_content_arrangement(ContentArrangement::Disabled)
             .set_header(self.header.clone());
         for row in &self.rows {
@@ -46,7 +46,7 @@ impl Rows {
 pub(crate) fn render_fields(fields: &[(&str, String)]) -> String {
     let width = fields
         .iter()
-        .map(|(label, _)| label.len())
+        .map(|(label, _)| label.len() + 1)
         .max()
         .unwrap_or(0);
     fields
