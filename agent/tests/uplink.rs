@@ -1,0 +1,424 @@
+//! The agent against a real tonic `Ingest` server on 127.0.0.1, written here: what it sends
+//! first, how it numbers batches, what it resends after the server hangs up, what survives
+//! a restart, and what happens while the aggregator is down.
+
+// A test's helpers panic on anything unexpected, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use agent::Agent;
+use agent::config::AgentConfig;
+use proto::v1::agent_message::Kind as AgentKind;
+use proto::v1::aggregator_message::Kind as AggregatorKind;
+use proto::v1::ingest_server::{Ingest, IngestServer};
+use proto::v1::{Ack, AgentMessage, AggregatorMessage, Hello, SampleBatch, sample};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// What the server does with a batch it received on connection `conn` (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Ack,
+    /// Keep it unacknowledged.
+    Ignore,
+    /// End the stream with an error, without acknowledging it.
+    HangUp,
+}
+
+type Policy = Arc<dyn Fn(usize, u64) -> Action + Send + Sync>;
+
+#[derive(Debug)]
+enum Seen {
+    Hello { conn: usize, hello: Box<Hello> },
+    Batch { conn: usize, batch: SampleBatch },
+}
+
+struct TestIngest {
+    connections: Arc<AtomicUsize>,
+    seen: mpsc::UnboundedSender<Seen>,
+    policy: Policy,
+}
+
+#[tonic::async_trait]
+impl Ingest for TestIngest {
+    type StreamStream = Pin<Box<dyn Stream<Item = Result<AggregatorMessage, Status>> + Send>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let conn = self.connections.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut inbound = request.into_inner();
+        let (replies, replies_rx) = mpsc::channel(64);
+        let seen = self.seen.clone();
+        let policy = Arc::clone(&self.policy);
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = inbound.message().await {
+                match message.kind {
+                    Some(AgentKind::Hello(hello)) => {
+                        let _ = seen.send(Seen::Hello {
+                            conn,
+                            hello: Box::new(hello),
+                        });
+                    }
+                    Some(AgentKind::Batch(batch)) => {
+                        let seq = batch.seq;
+                        let _ = seen.send(Seen::Batch { conn, batch });
+                        match policy(conn, seq) {
+                            Action::Ack => {
+                                let ack = Ack {
+                                    seq,
+                                    accepted: 1,
+                                    ..Ack::default()
+                                };
+                                let reply = AggregatorMessage {
+                                    kind: Some(AggregatorKind::Ack(ack)),
+                                };
+                                let _ = replies.send(Ok(reply)).await;
+                            }
+                            Action::Ignore => {}
+                            Action::HangUp => {
+                                let _ = replies
+                                    .send(Err(Status::unavailable("test server hangs up")))
+                                    .await;
+                                return;
+                            }
+                        }
+                    }
+                    None => {}
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(replies_rx))))
+    }
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    seen: mpsc::UnboundedReceiver<Seen>,
+    _task: JoinHandle<()>,
+}
+
+async fn start_server(listener: TcpListener, policy: Policy) -> TestServer {
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, seen) = mpsc::unbounded_channel();
+    let service = TestIngest {
+        connections: Arc::default(),
+        seen: seen_tx,
+        policy,
+    };
+    let task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(IngestServer::new(service))
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    TestServer {
+        addr,
+        seen,
+        _task: task,
+    }
+}
+
+impl TestServer {
+    async fn next(&mut self) -> Seen {
+        tokio::time::timeout(WAIT, self.seen.recv())
+            .await
+            .expect("the agent sent nothing in time")
+            .expect("server gone")
+    }
+
+    async fn expect_hello(&mut self, conn: usize) -> Hello {
+        match self.next().await {
+            Seen::Hello { conn: got, hello } if got == conn => *hello,
+            other => panic!("expected Hello first on connection {conn}, got {other:?}"),
+        }
+    }
+
+    async fn expect_batch(&mut self, conn: usize) -> SampleBatch {
+        match self.next().await {
+            Seen::Batch { conn: got, batch } if got == conn => batch,
+            other => panic!("expected a batch on connection {conn}, got {other:?}"),
+        }
+    }
+}
+
+fn config(state_dir: &std::path::Path, addr: SocketAddr) -> AgentConfig {
+    let text = format!(
+        r#"
+        state_dir = "{}"
+        shutdown_grace = "5s"
+        [identity]
+        tenant = "acme"
+        cluster = "orders-db"
+        node = "db-1"
+        business_group = "payments"
+        labels = {{ az = "a" }}
+        [aggregator]
+        url = "http://{addr}"
+        connect_timeout = "2s"
+        [host]
+        interval = "200ms"
+        "#,
+        state_dir.display()
+    );
+    let config = AgentConfig::parse(&text, "test").unwrap();
+    config.validate().unwrap();
+    config
+}
+
+struct RunningAgent {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), agent::AgentError>>,
+}
+
+fn start_agent(config: AgentConfig) -> RunningAgent {
+    let agent = Agent::new(config).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(agent.run(async {
+        let _ = stopped.await;
+    }));
+    RunningAgent { stop, task }
+}
+
+impl RunningAgent {
+    /// Signals shutdown and returns how long the agent took to stop.
+    async fn stop(self) -> Duration {
+        let started = Instant::now();
+        let _ = self.stop.send(());
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("agent did not stop in time")
+            .expect("agent task panicked")
+            .expect("agent run failed");
+        started.elapsed()
+    }
+}
+
+fn assert_host_batch(batch: &SampleBatch) {
+    assert_eq!(batch.samples.len(), 1, "one host sample per batch");
+    let sample = &batch.samples[0];
+    assert!(
+        sample.time_unix_ms > 1_600_000_000_000,
+        "{}",
+        sample.time_unix_ms
+    );
+    match &sample.kind {
+        Some(sample::Kind::Host(host)) => {
+            assert!(host.logical_cores >= 1);
+            assert!(host.memory_total_bytes > 0);
+            assert!(host.disks.iter().any(|disk| disk.mount == "/"));
+        }
+        other => panic!("expected a host sample, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_first_resend_after_hangup_and_seq_survives_restart() {
+    let state_dir = tempfile::tempdir().unwrap();
+    // Connection 1 acks 1 and 2, keeps 3 unacknowledged and hangs up on 4; later ones ack all.
+    let policy: Policy = Arc::new(|conn, seq| match (conn, seq) {
+        (1, 1 | 2) => Action::Ack,
+        (1, 3) => Action::Ignore,
+        (1, _) => Action::HangUp,
+        _ => Action::Ack,
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut server = start_server(listener, policy).await;
+    let running = start_agent(config(state_dir.path(), server.addr));
+
+    let hello = server.expect_hello(1).await;
+    let identity = hello.identity.clone().expect("hello carries the identity");
+    assert_eq!(
+        (
+            identity.tenant.as_str(),
+            identity.cluster.as_str(),
+            identity.node.as_str()
+        ),
+        ("acme", "orders-db", "db-1")
+    );
+    assert_eq!(identity.business_group, "payments");
+    assert_eq!(identity.labels.get("az").map(String::as_str), Some("a"));
+    let instance_id = identity.service_instance_id.clone();
+    assert_eq!(
+        std::fs::read_to_string(state_dir.path().join("instance_id"))
+            .unwrap()
+            .trim(),
+        instance_id
+    );
+    assert_eq!(hello.agent_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(hello.oldest_unacked_seq, 0);
+    assert!(!hello.seq_epoch.is_empty());
+    assert_eq!(hello.probes.len(), 1);
+    assert_eq!(
+        (hello.probes[0].name.as_str(), hello.probes[0].interval_ms),
+        ("host", 200)
+    );
+
+    let mut first_copies = Vec::new();
+    for expected_seq in 1..=4 {
+        let batch = server.expect_batch(1).await;
+        assert_eq!(batch.seq, expected_seq);
+        assert_eq!(batch.dropped_batches_total, 0);
+        assert_host_batch(&batch);
+        first_copies.push(batch);
+    }
+
+    // The server hung up on 4: the agent reconnects, says 3 is its oldest unacknowledged
+    // batch, and resends 3 and 4 (the same batches, not new samples) before anything newer.
+    let hello = server.expect_hello(2).await;
+    assert_eq!(
+        hello
+            .identity
+            .as_ref()
+            .map(|i| i.service_instance_id.as_str()),
+        Some(instance_id.as_str())
+    );
+    assert_eq!(hello.oldest_unacked_seq, 3);
+    let resent_3 = server.expect_batch(2).await;
+    let resent_4 = server.expect_batch(2).await;
+    assert_eq!(resent_3, first_copies[2]);
+    assert_eq!(resent_4, first_copies[3]);
+    let mut last_seq = 4;
+    while last_seq < 7 {
+        let batch = server.expect_batch(2).await;
+        assert_eq!(batch.seq, last_seq + 1, "seqs grow by one, no gaps");
+        last_seq = batch.seq;
+    }
+
+    running.stop().await;
+    // Batches taken while stopping were sent and acknowledged on the same connection.
+    while let Ok(seen) = server.seen.try_recv() {
+        match seen {
+            Seen::Batch { conn: 2, batch } => {
+                assert_eq!(batch.seq, last_seq + 1);
+                last_seq = batch.seq;
+            }
+            other => panic!("unexpected after shutdown: {other:?}"),
+        }
+    }
+    let seq_file = std::fs::read_to_string(state_dir.path().join("seq")).unwrap();
+    assert_eq!(seq_file.trim(), (last_seq + 1).to_string());
+
+    // A restarted agent with the same state directory continues the numbering.
+    let running = start_agent(config(state_dir.path(), server.addr));
+    let hello_after_restart = server.expect_hello(3).await;
+    assert_eq!(
+        hello_after_restart
+            .identity
+            .as_ref()
+            .map(|i| i.service_instance_id.as_str()),
+        Some(instance_id.as_str())
+    );
+    assert_eq!(
+        hello_after_restart.seq_epoch, hello.seq_epoch,
+        "same counter, same epoch"
+    );
+    assert_eq!(
+        hello_after_restart.oldest_unacked_seq, 0,
+        "everything was acknowledged"
+    );
+    let batch = server.expect_batch(3).await;
+    assert_eq!(batch.seq, last_seq + 1, "no seq is reused after a restart");
+    let batch = server.expect_batch(3).await;
+    assert_eq!(batch.seq, last_seq + 2);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_goes_on_while_the_aggregator_is_down_and_the_outbox_drops_the_oldest() {
+    let state_dir = tempfile::tempdir().unwrap();
+    // Find a free port, then leave it closed: the agent starts against a dead aggregator.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = config(state_dir.path(), addr);
+    config.outbox.max_batches = 3;
+    let running = start_agent(config);
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let mut server = start_server(listener, Arc::new(|_, _| Action::Ack)).await;
+
+    let hello = server.expect_hello(1).await;
+    // At 200 ms per sample, more than 3 batches were taken before the server came up.
+    assert!(
+        hello.oldest_unacked_seq > 3,
+        "oldest batches dropped: {}",
+        hello.oldest_unacked_seq
+    );
+    let mut batches = Vec::new();
+    for _ in 0..8 {
+        batches.push(server.expect_batch(1).await);
+    }
+    let first = &batches[0];
+    assert!(first.seq >= hello.oldest_unacked_seq);
+    for pair in batches.windows(2) {
+        assert_eq!(pair[1].seq, pair[0].seq + 1, "no gaps once connected");
+        assert!(pair[1].dropped_batches_total >= pair[0].dropped_batches_total);
+    }
+    // With room for 3, the oldest surviving batch was created after seq − 3 drops...
+    assert_eq!(first.dropped_batches_total, first.seq - 3);
+    // ...and once the backlog is through, the running total counts exactly the batches the
+    // server never saw: every seq before the first one it received.
+    let last = &batches[batches.len() - 1];
+    assert_eq!(last.dropped_batches_total, first.seq - 1, "{batches:#?}");
+    assert_eq!(
+        std::fs::read_to_string(state_dir.path().join("dropped_batches_total"))
+            .unwrap()
+            .trim(),
+        (first.seq - 1).to_string()
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_at_most_the_grace_period_for_unacknowledged_batches() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut server = start_server(listener, Arc::new(|_, _| Action::Ignore)).await;
+    let mut config = config(state_dir.path(), server.addr);
+    config.shutdown_grace = Duration::from_millis(700);
+    let running = start_agent(config);
+    server.expect_hello(1).await;
+    server.expect_batch(1).await;
+    let took = running.stop().await;
+    assert!(
+        took >= Duration::from_millis(600),
+        "gave up before the grace period: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "overran the grace period: {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_immediate_when_everything_is_acknowledged() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut server = start_server(listener, Arc::new(|_, _| Action::Ack)).await;
+    let running = start_agent(config(state_dir.path(), server.addr));
+    server.expect_hello(1).await;
+    server.expect_batch(1).await;
+    server.expect_batch(1).await;
+    let took = running.stop().await;
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?} with nothing to wait for"
+    );
+}
