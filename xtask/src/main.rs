@@ -6,7 +6,7 @@
 
 use std::env;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -17,7 +17,19 @@ usage: cargo xtask <task>
 tasks:
   ci    fmt check, clippy (-D warnings), build all binaries, all tests";
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
+    // Printed by hand: anyhow's `Termination` would add a backtrace when RUST_BACKTRACE
+    // is set, burying the one line that matters.
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let args: Vec<String> = env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["ci"] => ci(),

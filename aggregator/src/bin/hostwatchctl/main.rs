@@ -8,6 +8,8 @@
 mod client;
 mod clusters;
 mod events;
+#[cfg(test)]
+mod fake_server;
 mod format;
 mod issues;
 mod nodes;

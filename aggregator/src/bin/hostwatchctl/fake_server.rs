@@ -1,0 +1,163 @@
+//! Tests of the client side over real gRPC: a fake Operator service on 127.0.0.1
+//! answers canned values and records the metadata it was sent.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use proto::v1::operator_server::{Operator, OperatorServer};
+use proto::v1::{
+    Cluster, Event, EventSource, GetIssueRequest, GetIssueResponse, GetNodeRequest,
+    ListClustersRequest, ListClustersResponse, ListIssuesRequest, ListIssuesResponse,
+    ListNodesRequest, ListNodesResponse, Node, WatchEventsRequest,
+};
+use tonic::codegen::tokio_stream::{self, wrappers::TcpListenerStream};
+use tonic::{Request, Response, Status};
+
+use crate::client::{call, connect};
+
+#[derive(Debug, Default)]
+struct FakeOperator {
+    /// The `authorization` header of every call, in order.
+    authorizations: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+impl FakeOperator {
+    fn record<T>(&self, request: &Request<T>) {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        self.authorizations.lock().unwrap().push(header);
+    }
+}
+
+#[tonic::async_trait]
+impl Operator for FakeOperator {
+    async fn list_clusters(
+        &self,
+        request: Request<ListClustersRequest>,
+    ) -> Result<Response<ListClustersResponse>, Status> {
+        self.record(&request);
+        let cluster = Cluster {
+            tenant: "acme".into(),
+            cluster: request.into_inner().tenant,
+            ..Default::default()
+        };
+        Ok(Response::new(ListClustersResponse {
+            clusters: vec![cluster],
+        }))
+    }
+
+    async fn list_nodes(
+        &self,
+        request: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
+        self.record(&request);
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn get_node(&self, request: Request<GetNodeRequest>) -> Result<Response<Node>, Status> {
+        self.record(&request);
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn list_issues(
+        &self,
+        request: Request<ListIssuesRequest>,
+    ) -> Result<Response<ListIssuesResponse>, Status> {
+        self.record(&request);
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn get_issue(
+        &self,
+        request: Request<GetIssueRequest>,
+    ) -> Result<Response<GetIssueResponse>, Status> {
+        self.record(&request);
+        let id = request.into_inner().id;
+        Err(Status::not_found(format!("no issue {id}")))
+    }
+
+    type WatchEventsStream = tokio_stream::Iter<std::vec::IntoIter<Result<Event, Status>>>;
+
+    async fn watch_events(
+        &self,
+        request: Request<WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        self.record(&request);
+        let event = Event {
+            id: "e1".into(),
+            source: EventSource::Issues as i32,
+            ..Default::default()
+        };
+        let items = vec![Ok(event), Err(Status::data_loss("missed 3 events"))];
+        Ok(Response::new(tokio_stream::iter(items)))
+    }
+}
+
+async fn start_fake() -> (SocketAddr, Arc<Mutex<Vec<Option<String>>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = FakeOperator::default();
+    let authorizations = fake.authorizations.clone();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(OperatorServer::new(fake))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    (addr, authorizations)
+}
+
+#[tokio::test]
+async fn the_token_is_sent_as_bearer_metadata_on_every_call() {
+    let (addr, authorizations) = start_fake().await;
+    let mut client = connect(&addr.to_string(), Some("s3cret".into()))
+        .await
+        .unwrap();
+    let request = ListClustersRequest {
+        tenant: "orders".into(),
+    };
+    let response = call("list clusters", client.list_clusters(request))
+        .await
+        .unwrap();
+    assert_eq!(response.clusters[0].cluster, "orders");
+    let mut client = connect(&format!("http://{addr}"), None).await.unwrap();
+    call(
+        "list clusters",
+        client.list_clusters(ListClustersRequest::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        *authorizations.lock().unwrap(),
+        [Some("Bearer s3cret".to_owned()), None]
+    );
+}
+
+#[tokio::test]
+async fn an_error_status_is_reported_with_what_failed() {
+    let (addr, _) = start_fake().await;
+    let mut client = connect(&addr.to_string(), None).await.unwrap();
+    let request = GetIssueRequest { id: "42".into() };
+    let error = call("get issue 42", client.get_issue(request))
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "get issue 42: no issue 42");
+}
+
+#[tokio::test]
+async fn a_watch_stream_yields_events_then_its_error() {
+    let (addr, _) = start_fake().await;
+    let mut client = connect(&addr.to_string(), None).await.unwrap();
+    let mut stream = call(
+        "watch events",
+        client.watch_events(WatchEventsRequest::default()),
+    )
+    .await
+    .unwrap();
+    let event = stream.message().await.unwrap().unwrap();
+    assert_eq!(event.id, "e1");
+    let status = stream.message().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DataLoss);
+}
