@@ -19,6 +19,14 @@ pub const MEMORY_USAGE: &str = "memory_usage";
 pub const DISK_USAGE: &str = "disk_usage";
 pub const NODE_SILENT: &str = "node_silent";
 
+/// Every rule this aggregator knows, by name.
+pub const RULES: [&str; 4] = [CORE_LOAD, MEMORY_USAGE, DISK_USAGE, NODE_SILENT];
+
+/// The static name of a rule read back from storage or a request.
+pub fn rule_name(name: &str) -> Option<&'static str> {
+    RULES.into_iter().find(|rule| *rule == name)
+}
+
 const REMEDY_INSTANCE_SIZE: &str =
     "consider increasing the size of the instance type for the cluster";
 const REMEDY_DISK: &str =

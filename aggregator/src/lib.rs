@@ -3,12 +3,21 @@
 //!
 //! Pure core (no I/O, time passed in): `model`, `window`, `detect`, `issue`, `engine`.
 //! Edges: `ingest` and `api` (gRPC), `monitor` (the task that owns the engine), `store`
-//! (SQLite), `dispatch` and `sink` (where events go), `server` (wiring), `up`.
+//! (SQLite), `dispatch` and `sink` (where events go), `server` (wiring), `up` (the
+//! embedded default: aggregator and a local agent in one process).
 
+pub mod api;
 pub mod config;
 pub mod detect;
+pub mod dispatch;
 pub mod engine;
 pub mod events;
+pub mod ingest;
 pub mod issue;
 pub mod model;
+pub mod monitor;
+pub mod server;
+pub mod sink;
+pub mod store;
+pub mod up;
 pub mod window;

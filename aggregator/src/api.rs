@@ -1,0 +1,519 @@
+//! The `Operator` gRPC service: nodes and clusters from the monitor's live state, issues
+//! and their events from the store, and a live feed of events from dispatch.
+//!
+//! Wire types stop here: this module converts domain values to `proto::v1` and back,
+//! and owns no state of its own.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+
+use proto::v1 as wire;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::dispatch::Dispatch;
+use crate::engine::{Engine, NodeState};
+use crate::events::{Event, EventSource};
+use crate::issue::{Issue, IssueEventKind, IssueState};
+use crate::model::{GossipReading, HostReading, NodeKey, Severity, Timestamp};
+use crate::monitor::{Monitor, MonitorError};
+use crate::store::{IssueFilter, Store, StoreError, StoredIssueEvent};
+
+#[derive(Debug, Clone)]
+pub struct OperatorService {
+    monitor: Monitor,
+    store: Store,
+    dispatch: Dispatch,
+    stop: CancellationToken,
+}
+
+impl OperatorService {
+    pub fn new(
+        monitor: Monitor,
+        store: Store,
+        dispatch: Dispatch,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            monitor,
+            store,
+            dispatch,
+            stop,
+        }
+    }
+}
+
+/// Events buffered towards one watcher.
+const WATCHER_BUFFER: usize = 256;
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<wire::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl wire::operator_server::Operator for OperatorService {
+    async fn list_clusters(
+        &self,
+        request: Request<wire::ListClustersRequest>,
+    ) -> Result<Response<wire::ListClustersResponse>, Status> {
+        let tenant = request.into_inner().tenant;
+        let clusters = self
+            .monitor
+            .query(move |engine| clusters(engine, &tenant))
+            .await
+            .map_err(monitor_status)?;
+        Ok(Response::new(wire::ListClustersResponse { clusters }))
+    }
+
+    async fn list_nodes(
+        &self,
+        request: Request<wire::ListNodesRequest>,
+    ) -> Result<Response<wire::ListNodesResponse>, Status> {
+        let filter = request.into_inner();
+        let nodes = self
+            .monitor
+            .query(move |engine| {
+                let health = node_health(engine);
+                engine
+                    .nodes()
+                    .filter(|node| matches(&filter.tenant, &node.key.tenant))
+                    .filter(|node| matches(&filter.cluster, &node.key.cluster))
+                    .map(|node| node_to_wire(node, health.get(&node.key)))
+                    .collect()
+            })
+            .await
+            .map_err(monitor_status)?;
+        Ok(Response::new(wire::ListNodesResponse { nodes }))
+    }
+
+    async fn get_node(
+        &self,
+        request: Request<wire::GetNodeRequest>,
+    ) -> Result<Response<wire::Node>, Status> {
+        let request = request.into_inner();
+        let key = NodeKey {
+            tenant: request.tenant,
+            cluster: request.cluster,
+            node: request.node,
+        };
+        let wanted = key.clone();
+        let node = self
+            .monitor
+            .query(move |engine| {
+                let health = node_health(engine);
+                engine
+                    .node(&wanted)
+                    .map(|node| node_to_wire(node, health.get(&node.key)))
+            })
+            .await
+            .map_err(monitor_status)?;
+        node.map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("node {key}: not known")))
+    }
+
+    async fn list_issues(
+        &self,
+        request: Request<wire::ListIssuesRequest>,
+    ) -> Result<Response<wire::ListIssuesResponse>, Status> {
+        let request = request.into_inner();
+        let state = match request.state() {
+            wire::IssueState::Unspecified => None,
+            wire::IssueState::Open => Some(IssueState::Open),
+            wire::IssueState::Closed => Some(IssueState::Closed),
+        };
+        let filter = IssueFilter {
+            state,
+            min_severity: severity_from_wire(request.min_severity()),
+            tenant: request.tenant,
+            cluster: request.cluster,
+            node: request.node,
+            rule: request.rule,
+            limit: request.limit,
+        };
+        let issues = self.store.list_issues(filter).await.map_err(store_status)?;
+        Ok(Response::new(wire::ListIssuesResponse {
+            issues: issues.iter().map(issue_to_wire).collect(),
+        }))
+    }
+
+    async fn get_issue(
+        &self,
+        request: Request<wire::GetIssueRequest>,
+    ) -> Result<Response<wire::GetIssueResponse>, Status> {
+        let id = request.into_inner().id;
+        let found = self
+            .store
+            .get_issue(id.clone())
+            .await
+            .map_err(store_status)?;
+        let (issue, events) =
+            found.ok_or_else(|| Status::not_found(format!("issue {id}: not known")))?;
+        let events = events
+            .iter()
+            .map(|event| stored_event_to_wire(&issue, event))
+            .collect();
+        Ok(Response::new(wire::GetIssueResponse {
+            issue: Some(issue_to_wire(&issue)),
+            events,
+        }))
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<wire::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let filter = request.into_inner();
+        let sources: Vec<EventSource> = filter
+            .sources()
+            .filter_map(|source| match source {
+                wire::EventSource::Issues => Some(EventSource::Issues),
+                wire::EventSource::Notifications => Some(EventSource::Notifications),
+                _ => None,
+            })
+            .collect();
+        let min_severity = severity_from_wire(filter.min_severity());
+        let admits = move |event: &Event| {
+            matches(&filter.tenant, event.tenant())
+                && matches(&filter.cluster, event.cluster())
+                && (sources.is_empty() || sources.contains(&event.source()))
+                && min_severity.is_none_or(|min| event.severity() >= min)
+        };
+        let mut feed = self.dispatch.subscribe();
+        let (watcher, stream) = mpsc::channel(WATCHER_BUFFER);
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let received = tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = watcher.closed() => break,
+                    received = feed.recv() => received,
+                };
+                let sent = match received {
+                    Ok(event) if admits(&event) => watcher.send(Ok(event_to_wire(&event))).await,
+                    Ok(_) => Ok(()),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        let lost = Status::data_loss(format!(
+                            "this watcher fell behind and missed {missed} events; watch again"
+                        ));
+                        let _ = watcher.send(Err(lost)).await;
+                        break;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                if sent.is_err() {
+                    break;
+                }
+            }
+        });
+        let stream = ReceiverStream::new(stream);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn matches(filter: &str, value: &str) -> bool {
+    filter.is_empty() || filter == value
+}
+
+/// Per node: how many issues are open on it (its own and its mounts') and the worst
+/// severity among them.
+fn node_health(engine: &Engine) -> BTreeMap<NodeKey, (u32, Option<Severity>)> {
+    let mut health: BTreeMap<NodeKey, (u32, Option<Severity>)> = BTreeMap::new();
+    for issue in engine.open_issues() {
+        if let Some(key) = issue.key.subject.node_key() {
+            let entry = health.entry(key).or_default();
+            entry.0 += 1;
+            entry.1 = entry.1.max(Some(issue.severity));
+        }
+    }
+    health
+}
+
+fn health_to_wire(worst: Option<Severity>) -> wire::HealthStatus {
+    match worst {
+        None | Some(Severity::Info) => wire::HealthStatus::Ok,
+        Some(Severity::Warning) => wire::HealthStatus::Warning,
+        Some(Severity::Error | Severity::Critical) => wire::HealthStatus::Error,
+    }
+}
+
+fn clusters(engine: &Engine, tenant: &str) -> Vec<wire::Cluster> {
+    let health = node_health(engine);
+    let mut clusters: BTreeMap<(String, String), wire::Cluster> = BTreeMap::new();
+    let mut worst: BTreeMap<(String, String), Option<Severity>> = BTreeMap::new();
+    let now = Timestamp::now();
+    for node in engine
+        .nodes()
+        .filter(|node| matches(tenant, &node.key.tenant))
+    {
+        let id = (node.key.tenant.clone(), node.key.cluster.clone());
+        let cluster = clusters.entry(id.clone()).or_insert_with(|| wire::Cluster {
+            tenant: id.0.clone(),
+            cluster: id.1.clone(),
+            ..Default::default()
+        });
+        cluster.node_count += 1;
+        let reporting = node
+            .last_seen
+            .is_some_and(|seen| now.since(seen) < node.host_interval() * 3);
+        cluster.nodes_reporting += u32::from(reporting);
+        if let Some((open, severity)) = health.get(&node.key) {
+            cluster.open_issues += open;
+            let entry = worst.entry(id).or_default();
+            *entry = (*entry).max(*severity);
+        }
+    }
+    for issue in engine
+        .open_issues()
+        .filter(|issue| issue.key.subject.node.is_empty())
+    {
+        let id = (
+            issue.key.subject.tenant.clone(),
+            issue.key.subject.cluster.clone(),
+        );
+        if let Some(cluster) = clusters.get_mut(&id) {
+            cluster.open_issues += 1;
+            let entry = worst.entry(id).or_default();
+            *entry = (*entry).max(Some(issue.severity));
+        }
+    }
+    clusters
+        .into_iter()
+        .map(|(id, mut cluster)| {
+            cluster.health = health_to_wire(worst.get(&id).copied().flatten()) as i32;
+            cluster
+        })
+        .collect()
+}
+
+fn node_to_wire(node: &NodeState, health: Option<&(u32, Option<Severity>)>) -> wire::Node {
+    let (open_issues, worst) = health.copied().unwrap_or_default();
+    wire::Node {
+        identity: Some(wire::NodeIdentity {
+            tenant: node.key.tenant.clone(),
+            cluster: node.key.cluster.clone(),
+            node: node.key.node.clone(),
+            service_instance_id: node.identity.service_instance_id.clone(),
+            business_group: node.identity.business_group.clone(),
+            cloud_service_name: node.identity.cloud_service_name.clone(),
+            instance_class: node.identity.instance_class.clone(),
+            labels: node.identity.labels.clone().into_iter().collect(),
+        }),
+        agent_version: node.agent_version.clone(),
+        last_seen_unix_ms: node.last_seen.map_or(0, Timestamp::as_unix_ms),
+        connected: node.connections > 0,
+        latest_host: node
+            .latest_host
+            .as_ref()
+            .map(|(_, host)| host_to_wire(host)),
+        latest_host_unix_ms: node
+            .latest_host
+            .as_ref()
+            .map_or(0, |(time, _)| time.as_unix_ms()),
+        latest_gossip: node
+            .latest_gossip
+            .as_ref()
+            .map(|(_, gossip)| gossip_to_wire(gossip)),
+        probes: node
+            .probes
+            .iter()
+            .map(|probe| wire::ProbeInfo {
+                name: probe.name.clone(),
+                interval_ms: u64::try_from(probe.interval.as_millis()).unwrap_or(u64::MAX),
+            })
+            .collect(),
+        dropped_batches_total: node.dropped_batches_total,
+        rejected_samples_total: node.rejected_samples_total,
+        applied_seq: node.applied_seq,
+        open_issues,
+        health: health_to_wire(worst) as i32,
+    }
+}
+
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn host_to_wire(host: &HostReading) -> wire::HostSample {
+    wire::HostSample {
+        load1: host.load1,
+        load5: host.load5,
+        load15: host.load15,
+        physical_cores: host.physical_cores,
+        logical_cores: host.logical_cores,
+        physical_cores_estimated: host.physical_cores_estimated,
+        memory_total_bytes: signed(host.memory_total_bytes),
+        memory_available_bytes: signed(host.memory_available_bytes),
+        memory_used_percent: host.memory_used_percent,
+        disks: host
+            .disks
+            .iter()
+            .map(|disk| wire::DiskUsage {
+                mount: disk.mount.clone(),
+                device: disk.device.clone(),
+                fs_type: disk.fs_type.clone(),
+                total_bytes: signed(disk.total_bytes),
+                available_bytes: signed(disk.available_bytes),
+                used_percent: disk.used_percent,
+                inodes_total: signed(disk.inodes_total),
+                inodes_free: signed(disk.inodes_free),
+            })
+            .collect(),
+    }
+}
+
+fn gossip_to_wire(gossip: &GossipReading) -> wire::GossipSample {
+    let (ok, error, members) = match &gossip.outcome {
+        Ok(members) => (true, String::new(), members.clone()),
+        Err(error) => (false, error.clone(), Vec::new()),
+    };
+    wire::GossipSample {
+        adapter: gossip.adapter.clone(),
+        ok,
+        error,
+        members: members
+            .into_iter()
+            .map(|member| wire::GossipMember {
+                instance_id: member.instance_id,
+                state: member.state,
+                alive: member.alive,
+                endpoint: member.endpoint,
+                epoch_number: member.epoch_number,
+            })
+            .collect(),
+        cluster_status: gossip.cluster_status.clone(),
+        leader_id: gossip.leader_id.clone(),
+    }
+}
+
+fn severity_to_wire(severity: Severity) -> wire::Severity {
+    match severity {
+        Severity::Info => wire::Severity::Info,
+        Severity::Warning => wire::Severity::Warning,
+        Severity::Error => wire::Severity::Error,
+        Severity::Critical => wire::Severity::Critical,
+    }
+}
+
+fn severity_from_wire(severity: wire::Severity) -> Option<Severity> {
+    match severity {
+        wire::Severity::Unspecified => None,
+        wire::Severity::Info => Some(Severity::Info),
+        wire::Severity::Warning => Some(Severity::Warning),
+        wire::Severity::Error => Some(Severity::Error),
+        wire::Severity::Critical => Some(Severity::Critical),
+    }
+}
+
+fn kind_to_wire(kind: IssueEventKind) -> (wire::IssueEventKind, String) {
+    match kind {
+        IssueEventKind::Opened => (wire::IssueEventKind::Opened, String::new()),
+        IssueEventKind::Updated(reason) => {
+            (wire::IssueEventKind::Updated, reason.as_str().to_owned())
+        }
+        IssueEventKind::Closed => (wire::IssueEventKind::Closed, String::new()),
+    }
+}
+
+fn issue_to_wire(issue: &Issue) -> wire::Issue {
+    let subject = &issue.key.subject;
+    wire::Issue {
+        id: issue.id.clone(),
+        rule: issue.key.rule.to_owned(),
+        tenant: subject.tenant.clone(),
+        cluster: subject.cluster.clone(),
+        node: subject.node.clone(),
+        mount: subject.mount.clone(),
+        severity: severity_to_wire(issue.severity) as i32,
+        state: match issue.state {
+            IssueState::Open => wire::IssueState::Open,
+            IssueState::Closed => wire::IssueState::Closed,
+        } as i32,
+        opened_unix_ms: issue.opened_at.as_unix_ms(),
+        closed_unix_ms: issue.closed_at.map_or(0, Timestamp::as_unix_ms),
+        value: issue.value,
+        threshold: issue.threshold,
+        message: issue.message.clone(),
+        remedy: issue.remedy.clone(),
+        updated_unix_ms: issue.updated_at.as_unix_ms(),
+    }
+}
+
+fn stored_event_to_wire(issue: &Issue, event: &StoredIssueEvent) -> wire::IssueEvent {
+    let (kind, reason) = kind_to_wire(event.kind);
+    wire::IssueEvent {
+        id: event.id.clone(),
+        issue_id: issue.id.clone(),
+        kind: kind as i32,
+        time_unix_ms: event.time.as_unix_ms(),
+        rule: issue.key.rule.to_owned(),
+        severity: severity_to_wire(event.severity) as i32,
+        value: event.value,
+        threshold: event.threshold,
+        message: event.message.clone(),
+        remedy: event.remedy.clone(),
+        reason,
+    }
+}
+
+fn event_to_wire(event: &Event) -> wire::Event {
+    let (source, payload) = match event {
+        Event::Issue(issue_event) => {
+            let issue = &issue_event.issue;
+            let (kind, reason) = kind_to_wire(issue_event.kind);
+            let wire_event = wire::IssueEvent {
+                id: issue_event.id.clone(),
+                issue_id: issue.id.clone(),
+                kind: kind as i32,
+                time_unix_ms: issue_event.time.as_unix_ms(),
+                rule: issue.key.rule.to_owned(),
+                severity: severity_to_wire(issue.severity) as i32,
+                value: issue.value,
+                threshold: issue.threshold,
+                message: issue.message.clone(),
+                remedy: issue.remedy.clone(),
+                reason,
+            };
+            (
+                wire::EventSource::Issues,
+                wire::event::Payload::Issue(wire::IssueEventPayload {
+                    event: Some(wire_event),
+                    issue: Some(issue_to_wire(issue)),
+                }),
+            )
+        }
+        Event::Notification(notification) => (
+            wire::EventSource::Notifications,
+            wire::event::Payload::Notification(wire::Notification {
+                id: notification.id.clone(),
+                tenant: notification.tenant.clone(),
+                cluster: notification.cluster.clone(),
+                node: notification.node.clone(),
+                severity: severity_to_wire(notification.severity) as i32,
+                title: notification.title.clone(),
+                text: notification.text.clone(),
+                time_unix_ms: notification.time.as_unix_ms(),
+                origin: notification.origin.clone(),
+            }),
+        ),
+    };
+    wire::Event {
+        id: event.id().to_owned(),
+        time_unix_ms: event.time().as_unix_ms(),
+        tenant: event.tenant().to_owned(),
+        cluster: event.cluster().to_owned(),
+        node: event.node().to_owned(),
+        source: source as i32,
+        payload: Some(payload),
+    }
+}
+
+fn monitor_status(error: MonitorError) -> Status {
+    Status::unavailable(error.to_string())
+}
+
+fn store_status(error: StoreError) -> Status {
+    Status::internal(error.to_string())
+}

@@ -1,0 +1,229 @@
+//! The task that owns the `Engine`: it applies hellos and batches in arrival order, ticks
+//! the clock every second, hands what the engine decided to the store, and answers the
+//! API's questions about nodes.
+//!
+//! A batch's acknowledgement is released only after the store has committed the batch's
+//! seq and every event it caused (invariant 4). The command queue is bounded: when it is
+//! full, ingest waits, which pushes back on the agents' streams.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Batch, Engine, EngineError, Hello};
+use crate::model::{NodeKey, Timestamp};
+use crate::store::{Store, Write};
+
+/// Commands waiting for the monitor; past this, senders wait.
+const COMMAND_QUEUE: usize = 1024;
+/// How often time-driven rules (silence, reminders) are evaluated.
+const TICK: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("the aggregator is shutting down")]
+    Stopped,
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("not persisted: {0}")]
+    Store(String),
+}
+
+/// How a batch was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub duplicate: bool,
+}
+
+type Query = Box<dyn FnOnce(&Engine) + Send>;
+
+enum Command {
+    Hello {
+        key: NodeKey,
+        hello: Hello,
+        done: oneshot::Sender<Result<(), MonitorError>>,
+    },
+    Batch {
+        key: NodeKey,
+        batch: Batch,
+        done: oneshot::Sender<Result<Applied, MonitorError>>,
+    },
+    Disconnected {
+        key: NodeKey,
+    },
+    Query(Query),
+}
+
+/// The handle ingest and the API use. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Monitor {
+    commands: mpsc::Sender<Command>,
+}
+
+impl Monitor {
+    /// Starts the monitor task; it ends when `stop` is cancelled or every handle is gone,
+    /// after handing its last writes to the store.
+    pub fn spawn(
+        engine: Engine,
+        store: Store,
+        stop: CancellationToken,
+    ) -> (Monitor, tokio::task::JoinHandle<()>) {
+        let (commands, queue) = mpsc::channel(COMMAND_QUEUE);
+        let task = tokio::spawn(run(engine, store, queue, stop));
+        (Monitor { commands }, task)
+    }
+
+    /// An agent said hello; the node's record is persisted before this returns.
+    pub async fn hello(&self, key: NodeKey, hello: Hello) -> Result<(), MonitorError> {
+        let (done, outcome) = oneshot::channel();
+        self.send(Command::Hello { key, hello, done }).await?;
+        outcome.await.map_err(|_| MonitorError::Stopped)?
+    }
+
+    /// Applies a batch; returns once it is persisted and may be acknowledged.
+    pub async fn apply(&self, key: NodeKey, batch: Batch) -> Result<Applied, MonitorError> {
+        let (done, outcome) = oneshot::channel();
+        self.send(Command::Batch { key, batch, done }).await?;
+        outcome.await.map_err(|_| MonitorError::Stopped)?
+    }
+
+    /// An agent's stream ended.
+    pub async fn disconnected(&self, key: NodeKey) {
+        // During shutdown there is no one left to tell; that is fine.
+        let _ = self.commands.send(Command::Disconnected { key }).await;
+    }
+
+    /// Runs `read` against the engine's current state.
+    pub async fn query<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Engine) -> T + Send + 'static,
+    ) -> Result<T, MonitorError> {
+        let (reply, answer) = oneshot::channel();
+        let query: Query = Box::new(move |engine| {
+            let _ = reply.send(read(engine));
+        });
+        self.send(Command::Query(query)).await?;
+        answer.await.map_err(|_| MonitorError::Stopped)
+    }
+
+    async fn send(&self, command: Command) -> Result<(), MonitorError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| MonitorError::Stopped)
+    }
+}
+
+async fn run(
+    mut engine: Engine,
+    store: Store,
+    mut queue: mpsc::Receiver<Command>,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let write = tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => {
+                let events = engine.tick(Timestamp::now());
+                if events.is_empty() {
+                    continue;
+                }
+                Write { nodes: Vec::new(), events, done: None }
+            }
+            command = queue.recv() => match command {
+                None => break,
+                Some(command) => match handle(&mut engine, command) {
+                    Some(write) => write,
+                    None => continue,
+                },
+            },
+        };
+        if store.write(write).await.is_err() {
+            tracing::error!("store writer stopped; the monitor stops too");
+            break;
+        }
+    }
+}
+
+/// Applies one command; returns what must be persisted, if anything.
+fn handle(engine: &mut Engine, command: Command) -> Option<Write> {
+    let now = Timestamp::now();
+    match command {
+        Command::Hello { key, hello, done } => {
+            let events = engine.hello(&key, hello, now);
+            let node = engine.node(&key).cloned();
+            Some(Write {
+                nodes: node.into_iter().collect(),
+                events,
+                done: Some(Box::new(move |result| {
+                    let _ =
+                        done.send(result.map_err(|error| MonitorError::Store(error.to_string())));
+                })),
+            })
+        }
+        Command::Batch { key, batch, done } => {
+            let first_host = engine
+                .node(&key)
+                .is_some_and(|node| node.latest_host.is_none());
+            match engine.apply_batch(&key, batch, now) {
+                Err(error) => {
+                    let _ = done.send(Err(error.into()));
+                    None
+                }
+                Ok(outcome) => {
+                    let node = engine.node(&key).cloned();
+                    if let Some((_, host)) = node.as_ref().and_then(|n| n.latest_host.as_ref()) {
+                        if first_host {
+                            log_first_host_sample(&key, host);
+                        }
+                    }
+                    let applied = Applied {
+                        duplicate: outcome.duplicate,
+                    };
+                    Some(Write {
+                        nodes: node.into_iter().collect(),
+                        events: outcome.events,
+                        done: Some(Box::new(move |result| {
+                            let result = result
+                                .map(|()| applied)
+                                .map_err(|error| MonitorError::Store(error.to_string()));
+                            let _ = done.send(result);
+                        })),
+                    })
+                }
+            }
+        }
+        Command::Disconnected { key } => {
+            engine.disconnected(&key);
+            None
+        }
+        Command::Query(read) => {
+            read(engine);
+            None
+        }
+    }
+}
+
+/// Operators starting out see each node's values as soon as they arrive.
+fn log_first_host_sample(key: &NodeKey, host: &crate::model::HostReading) {
+    let disks: Vec<String> = host
+        .disks
+        .iter()
+        .map(|disk| format!("{} {:.1} %", disk.mount, disk.used_percent))
+        .collect();
+    tracing::info!(
+        "node {key} reporting: core load {:.2} (load1 {:.2}, {} physical cores), memory {:.1} % used, disks: {}",
+        host.core_load(),
+        host.load1,
+        host.physical_cores,
+        host.memory_used_percent,
+        if disks.is_empty() {
+            "none".to_owned()
+        } else {
+            disks.join(", ")
+        },
+    );
+}

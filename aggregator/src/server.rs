@@ -1,0 +1,166 @@
+//! Wiring: builds the store, dispatch, monitor and gRPC services from a config and runs
+//! them until shutdown. The one place that knows how the parts fit together.
+//!
+//! Shutdown order: stop taking connections and end the agents' streams, stop the
+//! monitor, let the store commit what is queued, let the sinks drain their queues.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use proto::v1 as wire;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::OperatorService;
+use crate::config::AggregatorConfig;
+use crate::dispatch::Dispatch;
+use crate::engine::Engine;
+use crate::ingest::IngestService;
+use crate::model::Timestamp;
+use crate::monitor::Monitor;
+use crate::store::{Store, StoreError};
+
+/// How long shutdown waits for sinks to drain their queues.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("grpc server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("grpc reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// An aggregator bound to its listener, ready to run.
+#[derive(Debug)]
+pub struct Aggregator {
+    config: AggregatorConfig,
+    listener: TcpListener,
+}
+
+impl Aggregator {
+    /// Binds the gRPC listener, so the address is known (and taken) before running.
+    pub async fn bind(config: AggregatorConfig) -> Result<Self, ServerError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        Ok(Self { config, listener })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
+        self.listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind {
+                addr: self.config.listen,
+                source,
+            })
+    }
+
+    /// Runs until `shutdown` completes, then drains.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+        let Self { config, listener } = self;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+
+        let sinks = TaskTracker::new();
+        let dispatch = Dispatch::start(&config.integrations, &sinks);
+        let (store, writer, restored) = Store::open(&config.data_dir, dispatch.clone())?;
+        tracing::info!(
+            nodes = restored.nodes.len(),
+            open_issues = restored.open_issues.len(),
+            data_dir = %config.data_dir.display(),
+            "state restored"
+        );
+        let engine = Engine::new(
+            config.rules.clone(),
+            Timestamp::now(),
+            restored.nodes,
+            restored.open_issues,
+        );
+
+        let stop = CancellationToken::new();
+        let (monitor, monitor_task) = Monitor::spawn(engine, store.clone(), stop.child_token());
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<wire::ingest_server::IngestServer<IngestService>>()
+            .await;
+        health_reporter
+            .set_serving::<wire::operator_server::OperatorServer<OperatorService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(wire::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let ingest = wire::ingest_server::IngestServer::new(IngestService::new(
+            monitor.clone(),
+            config.ingest.max_clock_skew,
+            stop.child_token(),
+        ))
+        .max_decoding_message_size(config.ingest.max_message_bytes);
+        let operator = wire::operator_server::OperatorServer::new(OperatorService::new(
+            monitor.clone(),
+            store.clone(),
+            dispatch.clone(),
+            stop.child_token(),
+        ));
+
+        let local_addr = listener.local_addr().ok();
+        tracing::info!(listen = ?local_addr, "aggregator serving ingest and operator gRPC");
+        let stop_serving = stop.clone();
+        let served = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(ingest)
+            .add_service(operator)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                shutdown.await;
+                tracing::info!("shutting down");
+                // End the long-lived streams so the server's graceful stop can finish.
+                stop_serving.cancel();
+            })
+            .await;
+
+        stop.cancel();
+        drop(monitor);
+        if monitor_task.await.is_err() {
+            tracing::error!("monitor task panicked");
+        }
+        drop(store);
+        drop(dispatch);
+        // The writer commits what is queued, then ends once the last handle is gone.
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .ok();
+        sinks.close();
+        if tokio::time::timeout(DRAIN_GRACE, sinks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("sinks did not drain within {DRAIN_GRACE:?}");
+        }
+        served?;
+        Ok(())
+    }
+}

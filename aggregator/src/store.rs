@@ -1,0 +1,659 @@
+//! Persistence in SQLite (WAL): nodes with their last applied seq, issues, issue events
+//! and notifications.
+//!
+//! One writer thread owns the write connection and commits whatever has queued up in one
+//! transaction (group commit), then completes each write and hands the committed events
+//! to `dispatch`: an event reaches sinks and watchers only once it is durable, and a
+//! batch is acknowledged to its agent only once what it decided is durable. Reads use
+//! their own connection on the blocking pool. Async threads never touch SQLite.
+//!
+//! The write queue is bounded; a full queue makes the monitor wait, which makes ingest
+//! wait, which pushes back on the agents' streams.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tokio::sync::mpsc;
+
+use crate::detect;
+use crate::dispatch::Dispatch;
+use crate::engine::NodeState;
+use crate::events::{Event, Notification};
+use crate::issue::{Issue, IssueEvent, IssueEventKind, IssueKey, IssueState, UpdateReason};
+use crate::model::{NodeIdentity, NodeKey, Probe, Severity, Subject, Timestamp};
+
+/// Writes waiting for the writer thread; past this the monitor waits.
+const WRITE_QUEUE: usize = 1024;
+/// At most this many writes go into one transaction.
+const GROUP_COMMIT_MAX: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store: the writer has stopped")]
+    Closed,
+    #[error("store: {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+}
+
+/// What survives a restart.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub nodes: Vec<NodeState>,
+    pub open_issues: Vec<Issue>,
+}
+
+/// One unit of work for the writer: node rows to upsert and events to record, all in
+/// one transaction; `done` learns the outcome after the commit.
+pub struct Write {
+    pub nodes: Vec<NodeState>,
+    pub events: Vec<Event>,
+    pub done: Option<Box<dyn FnOnce(Result<(), &StoreError>) + Send>>,
+}
+
+impl std::fmt::Debug for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Write")
+            .field("nodes", &self.nodes.len())
+            .field("events", &self.events.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Filters for `list_issues`; empty strings match anything.
+#[derive(Debug, Clone, Default)]
+pub struct IssueFilter {
+    pub state: Option<IssueState>,
+    pub min_severity: Option<Severity>,
+    pub tenant: String,
+    pub cluster: String,
+    pub node: String,
+    pub rule: String,
+    pub limit: u32,
+}
+
+/// A persisted issue event (the issue is fetched alongside).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredIssueEvent {
+    pub id: String,
+    pub kind: IssueEventKind,
+    pub time: Timestamp,
+    pub severity: Severity,
+    pub value: f64,
+    pub threshold: f64,
+    pub message: String,
+    pub remedy: String,
+}
+
+/// The handle: queue writes, run reads.
+#[derive(Debug, Clone)]
+pub struct Store {
+    writes: mpsc::Sender<Write>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+/// The writer thread; joined on shutdown once every `Store` handle is dropped.
+#[derive(Debug)]
+pub struct StoreWriter {
+    thread: JoinHandle<()>,
+}
+
+impl StoreWriter {
+    /// Waits for queued writes to be committed.
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            tracing::error!("store writer thread panicked");
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) `data_dir/hostwatch.db` and loads what survives.
+    pub fn open(
+        data_dir: &Path,
+        dispatch: Dispatch,
+    ) -> Result<(Store, StoreWriter, Restored), StoreError> {
+        let path = data_dir.join("hostwatch.db");
+        let open = |path: &Path| {
+            let connection = Connection::open(path).map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+            connection.busy_timeout(Duration::from_secs(5))?;
+            connection.pragma_update(None, "journal_mode", "WAL")?;
+            // FULL: a commit is on disk before the batch it covers is acknowledged.
+            connection.pragma_update(None, "synchronous", "FULL")?;
+            connection.pragma_update(None, "foreign_keys", "ON")?;
+            Ok::<_, StoreError>(connection)
+        };
+        let writer = open(&path)?;
+        migrate(&writer)?;
+        let restored = restore(&writer)?;
+        let reader = open(&path)?;
+
+        let (writes, queue) = mpsc::channel(WRITE_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || write_loop(writer, queue, dispatch))
+            .map_err(|error| StoreError::Corrupt {
+                what: "writer thread".into(),
+                detail: error.to_string(),
+            })?;
+        Ok((
+            Store {
+                writes,
+                reader: Arc::new(Mutex::new(reader)),
+            },
+            StoreWriter { thread },
+            restored,
+        ))
+    }
+
+    /// Queues a write; waits while the queue is full.
+    pub async fn write(&self, write: Write) -> Result<(), StoreError> {
+        self.writes
+            .send(write)
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Issues, newest first.
+    pub async fn list_issues(&self, filter: IssueFilter) -> Result<Vec<Issue>, StoreError> {
+        self.read(move |connection| list_issues(connection, &filter))
+            .await
+    }
+
+    /// One issue and its events, oldest first.
+    pub async fn get_issue(
+        &self,
+        id: String,
+    ) -> Result<Option<(Issue, Vec<StoredIssueEvent>)>, StoreError> {
+        self.read(move |connection| get_issue(connection, &id))
+            .await
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || {
+            // A poisoned lock only means another read panicked; the connection is fine.
+            let connection = reader
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            query(&connection)
+        })
+        .await
+        .map_err(|error| StoreError::Corrupt {
+            what: "read task".into(),
+            detail: error.to_string(),
+        })?
+    }
+}
+
+fn migrate(connection: &Connection) -> Result<(), StoreError> {
+    connection.execute_batch(
+        "CREATE TABLE IF NOT EXISTS nodes (
+            tenant TEXT NOT NULL,
+            cluster TEXT NOT NULL,
+            node TEXT NOT NULL,
+            identity TEXT NOT NULL,
+            agent_version TEXT NOT NULL,
+            probes TEXT NOT NULL,
+            seq_epoch TEXT NOT NULL,
+            applied_seq INTEGER NOT NULL,
+            first_seen_ms INTEGER NOT NULL,
+            last_seen_ms INTEGER,
+            dropped_batches_total INTEGER NOT NULL,
+            PRIMARY KEY (tenant, cluster, node)
+        );
+        CREATE TABLE IF NOT EXISTS issues (
+            id TEXT PRIMARY KEY,
+            rule TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            cluster TEXT NOT NULL,
+            node TEXT NOT NULL,
+            mount TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('open', 'closed')),
+            opened_ms INTEGER NOT NULL,
+            closed_ms INTEGER,
+            updated_ms INTEGER NOT NULL,
+            value REAL NOT NULL,
+            threshold REAL NOT NULL,
+            message TEXT NOT NULL,
+            remedy TEXT NOT NULL
+        );
+        -- The lifecycle's first invariant, kept by the database too.
+        CREATE UNIQUE INDEX IF NOT EXISTS one_open_issue_per_key
+            ON issues (rule, tenant, cluster, node, mount) WHERE state = 'open';
+        CREATE INDEX IF NOT EXISTS issues_by_opened ON issues (opened_ms DESC);
+        CREATE TABLE IF NOT EXISTS issue_events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            issue_id TEXT NOT NULL REFERENCES issues (id),
+            kind TEXT NOT NULL CHECK (kind IN ('opened', 'updated', 'closed')),
+            reason TEXT NOT NULL,
+            time_ms INTEGER NOT NULL,
+            severity TEXT NOT NULL,
+            value REAL NOT NULL,
+            threshold REAL NOT NULL,
+            message TEXT NOT NULL,
+            remedy TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS issue_events_by_issue ON issue_events (issue_id, seq);
+        CREATE TABLE IF NOT EXISTS notifications (
+            id TEXT PRIMARY KEY,
+            time_ms INTEGER NOT NULL,
+            tenant TEXT NOT NULL,
+            cluster TEXT NOT NULL,
+            node TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            title TEXT NOT NULL,
+            text TEXT NOT NULL,
+            origin TEXT NOT NULL
+        );",
+    )?;
+    Ok(())
+}
+
+fn write_loop(mut connection: Connection, mut queue: mpsc::Receiver<Write>, dispatch: Dispatch) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_COMMIT_MAX {
+            match queue.try_recv() {
+                Ok(write) => group.push(write),
+                Err(_) => break,
+            }
+        }
+        let result = commit(&mut connection, &group);
+        if let Err(error) = &result {
+            tracing::error!(%error, writes = group.len(), "store commit failed; nothing in it is acknowledged");
+        }
+        let mut committed = Vec::new();
+        for write in group {
+            if let Some(done) = write.done {
+                done(result.as_ref().map(|_| ()));
+            }
+            if result.is_ok() {
+                committed.extend(write.events);
+            }
+        }
+        if !committed.is_empty() {
+            dispatch.publish(committed);
+        }
+    }
+}
+
+fn commit(connection: &mut Connection, group: &[Write]) -> Result<(), StoreError> {
+    let transaction = connection.transaction()?;
+    for write in group {
+        for node in &write.nodes {
+            upsert_node(&transaction, node)?;
+        }
+        for event in &write.events {
+            match event {
+                Event::Issue(event) => record_issue_event(&transaction, event)?,
+                Event::Notification(notification) => {
+                    record_notification(&transaction, notification)?
+                }
+            }
+        }
+    }
+    transaction.commit()?;
+    Ok(())
+}
+
+fn upsert_node(transaction: &Transaction<'_>, node: &NodeState) -> Result<(), StoreError> {
+    let identity = serde_json::json!({
+        "service_instance_id": node.identity.service_instance_id,
+        "business_group": node.identity.business_group,
+        "cloud_service_name": node.identity.cloud_service_name,
+        "instance_class": node.identity.instance_class,
+        "labels": node.identity.labels,
+    });
+    let probes: Vec<serde_json::Value> = node
+        .probes
+        .iter()
+        .map(|probe| {
+            serde_json::json!({ "name": probe.name, "interval_ms": probe.interval.as_millis() as u64 })
+        })
+        .collect();
+    transaction
+        .prepare_cached(
+            "INSERT INTO nodes (tenant, cluster, node, identity, agent_version, probes, seq_epoch,
+                 applied_seq, first_seen_ms, last_seen_ms, dropped_batches_total)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (tenant, cluster, node) DO UPDATE SET
+                 identity = excluded.identity, agent_version = excluded.agent_version,
+                 probes = excluded.probes, seq_epoch = excluded.seq_epoch,
+                 applied_seq = excluded.applied_seq, last_seen_ms = excluded.last_seen_ms,
+                 dropped_batches_total = excluded.dropped_batches_total",
+        )?
+        .execute(params![
+            node.key.tenant,
+            node.key.cluster,
+            node.key.node,
+            identity.to_string(),
+            node.agent_version,
+            serde_json::Value::Array(probes).to_string(),
+            node.seq_epoch,
+            i64::try_from(node.applied_seq).unwrap_or(i64::MAX),
+            node.first_seen.as_unix_ms(),
+            node.last_seen.map(Timestamp::as_unix_ms),
+            i64::try_from(node.dropped_batches_total).unwrap_or(i64::MAX),
+        ])?;
+    Ok(())
+}
+
+fn record_issue_event(transaction: &Transaction<'_>, event: &IssueEvent) -> Result<(), StoreError> {
+    let issue = &event.issue;
+    let subject = &issue.key.subject;
+    transaction
+        .prepare_cached(
+            "INSERT INTO issues (id, rule, tenant, cluster, node, mount, severity, state,
+                 opened_ms, closed_ms, updated_ms, value, threshold, message, remedy)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+             ON CONFLICT (id) DO UPDATE SET
+                 severity = excluded.severity, state = excluded.state,
+                 closed_ms = excluded.closed_ms, updated_ms = excluded.updated_ms,
+                 value = excluded.value, threshold = excluded.threshold,
+                 message = excluded.message, remedy = excluded.remedy",
+        )?
+        .execute(params![
+            issue.id,
+            issue.key.rule,
+            subject.tenant,
+            subject.cluster,
+            subject.node,
+            subject.mount,
+            issue.severity.as_str(),
+            state_str(issue.state),
+            issue.opened_at.as_unix_ms(),
+            issue.closed_at.map(Timestamp::as_unix_ms),
+            issue.updated_at.as_unix_ms(),
+            issue.value,
+            issue.threshold,
+            issue.message,
+            issue.remedy,
+        ])?;
+    let reason = match event.kind {
+        IssueEventKind::Updated(reason) => reason.as_str(),
+        _ => "",
+    };
+    transaction
+        .prepare_cached(
+            "INSERT INTO issue_events (id, issue_id, kind, reason, time_ms, severity, value,
+                 threshold, message, remedy)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            event.id,
+            issue.id,
+            event.kind.as_str(),
+            reason,
+            event.time.as_unix_ms(),
+            issue.severity.as_str(),
+            issue.value,
+            issue.threshold,
+            issue.message,
+            issue.remedy,
+        ])?;
+    Ok(())
+}
+
+fn record_notification(
+    transaction: &Transaction<'_>,
+    notification: &Notification,
+) -> Result<(), StoreError> {
+    transaction
+        .prepare_cached(
+            "INSERT INTO notifications (id, time_ms, tenant, cluster, node, severity, title, text, origin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            notification.id,
+            notification.time.as_unix_ms(),
+            notification.tenant,
+            notification.cluster,
+            notification.node,
+            notification.severity.as_str(),
+            notification.title,
+            notification.text,
+            notification.origin,
+        ])?;
+    Ok(())
+}
+
+fn restore(connection: &Connection) -> Result<Restored, StoreError> {
+    let mut nodes = Vec::new();
+    let mut statement = connection.prepare(
+        "SELECT tenant, cluster, node, identity, agent_version, probes, seq_epoch, applied_seq,
+             first_seen_ms, last_seen_ms, dropped_batches_total FROM nodes",
+    )?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let key = NodeKey {
+            tenant: row.get(0)?,
+            cluster: row.get(1)?,
+            node: row.get(2)?,
+        };
+        let identity: String = row.get(3)?;
+        let probes: String = row.get(5)?;
+        nodes.push(NodeState {
+            identity: parse_identity(&key, &identity)?,
+            agent_version: row.get(4)?,
+            probes: parse_probes(&key, &probes)?,
+            seq_epoch: row.get(6)?,
+            applied_seq: u64::try_from(row.get::<_, i64>(7)?).unwrap_or(0),
+            first_seen: Timestamp::from_unix_ms(row.get(8)?),
+            last_seen: row.get::<_, Option<i64>>(9)?.map(Timestamp::from_unix_ms),
+            connections: 0,
+            latest_host: None,
+            latest_gossip: None,
+            dropped_batches_total: u64::try_from(row.get::<_, i64>(10)?).unwrap_or(0),
+            rejected_samples_total: 0,
+            key,
+        });
+    }
+    let open_issues = list_issues(
+        connection,
+        &IssueFilter {
+            state: Some(IssueState::Open),
+            limit: u32::MAX,
+            ..IssueFilter::default()
+        },
+    )?;
+    Ok(Restored { nodes, open_issues })
+}
+
+fn parse_identity(key: &NodeKey, text: &str) -> Result<NodeIdentity, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: format!("node {key} identity"),
+        detail,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+    let field = |name: &str| value[name].as_str().unwrap_or_default().to_owned();
+    let labels = value["labels"]
+        .as_object()
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(NodeIdentity {
+        service_instance_id: field("service_instance_id"),
+        business_group: field("business_group"),
+        cloud_service_name: field("cloud_service_name"),
+        instance_class: field("instance_class"),
+        labels,
+    })
+}
+
+fn parse_probes(key: &NodeKey, text: &str) -> Result<Vec<Probe>, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: format!("node {key} probes"),
+        detail,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+    let probes = value
+        .as_array()
+        .ok_or_else(|| corrupt("not a list".into()))?;
+    Ok(probes
+        .iter()
+        .map(|probe| Probe {
+            name: probe["name"].as_str().unwrap_or_default().to_owned(),
+            interval: Duration::from_millis(probe["interval_ms"].as_u64().unwrap_or(0)),
+        })
+        .collect())
+}
+
+const ISSUE_COLUMNS: &str = "id, rule, tenant, cluster, node, mount, severity, state, opened_ms,
+     closed_ms, updated_ms, value, threshold, message, remedy";
+
+fn list_issues(connection: &Connection, filter: &IssueFilter) -> Result<Vec<Issue>, StoreError> {
+    let severities: Vec<&str> = [
+        Severity::Info,
+        Severity::Warning,
+        Severity::Error,
+        Severity::Critical,
+    ]
+    .into_iter()
+    .filter(|severity| filter.min_severity.is_none_or(|min| *severity >= min))
+    .map(Severity::as_str)
+    .collect();
+    let sql = format!(
+        "SELECT {ISSUE_COLUMNS} FROM issues
+         WHERE (?1 = '' OR state = ?1) AND (?2 = '' OR tenant = ?2) AND (?3 = '' OR cluster = ?3)
+           AND (?4 = '' OR node = ?4) AND (?5 = '' OR rule = ?5)
+           AND severity IN (SELECT value FROM json_each(?6))
+         ORDER BY opened_ms DESC, id DESC LIMIT ?7"
+    );
+    let limit = if filter.limit == 0 {
+        1000
+    } else {
+        i64::from(filter.limit)
+    };
+    let mut statement = connection.prepare_cached(&sql)?;
+    let mut rows = statement.query(params![
+        filter.state.map(state_str).unwrap_or_default(),
+        filter.tenant,
+        filter.cluster,
+        filter.node,
+        filter.rule,
+        serde_json::to_string(&severities).unwrap_or_default(),
+        limit,
+    ])?;
+    let mut issues = Vec::new();
+    while let Some(row) = rows.next()? {
+        issues.push(issue_from_row(row)?);
+    }
+    Ok(issues)
+}
+
+fn get_issue(
+    connection: &Connection,
+    id: &str,
+) -> Result<Option<(Issue, Vec<StoredIssueEvent>)>, StoreError> {
+    let sql = format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE id = ?1");
+    let Some(issue) = connection
+        .prepare_cached(&sql)?
+        .query_row([id], |row| Ok(issue_from_row(row)))
+        .optional()?
+        .transpose()?
+    else {
+        return Ok(None);
+    };
+    let mut statement = connection.prepare_cached(
+        "SELECT id, kind, reason, time_ms, severity, value, threshold, message, remedy
+         FROM issue_events WHERE issue_id = ?1 ORDER BY seq",
+    )?;
+    let mut rows = statement.query([id])?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next()? {
+        let kind: String = row.get(1)?;
+        let reason: String = row.get(2)?;
+        let kind = match (kind.as_str(), reason.as_str()) {
+            ("opened", _) => IssueEventKind::Opened,
+            ("closed", _) => IssueEventKind::Closed,
+            (_, "reminder") => IssueEventKind::Updated(UpdateReason::Reminder),
+            _ => IssueEventKind::Updated(UpdateReason::Severity),
+        };
+        events.push(StoredIssueEvent {
+            id: row.get(0)?,
+            kind,
+            time: Timestamp::from_unix_ms(row.get(3)?),
+            severity: parse_severity(&row.get::<_, String>(4)?)?,
+            value: row.get(5)?,
+            threshold: row.get(6)?,
+            message: row.get(7)?,
+            remedy: row.get(8)?,
+        });
+    }
+    Ok(Some((issue, events)))
+}
+
+fn issue_from_row(row: &rusqlite::Row<'_>) -> Result<Issue, StoreError> {
+    let rule: String = row.get(1)?;
+    let rule = detect::rule_name(&rule).ok_or_else(|| StoreError::Corrupt {
+        what: format!("issue {}", row.get::<_, String>(0).unwrap_or_default()),
+        detail: format!("unknown rule {rule:?}"),
+    })?;
+    let state: String = row.get(7)?;
+    Ok(Issue {
+        id: row.get(0)?,
+        key: IssueKey {
+            rule,
+            subject: Subject {
+                tenant: row.get(2)?,
+                cluster: row.get(3)?,
+                node: row.get(4)?,
+                mount: row.get(5)?,
+            },
+        },
+        severity: parse_severity(&row.get::<_, String>(6)?)?,
+        state: if state == "open" {
+            IssueState::Open
+        } else {
+            IssueState::Closed
+        },
+        opened_at: Timestamp::from_unix_ms(row.get(8)?),
+        closed_at: row.get::<_, Option<i64>>(9)?.map(Timestamp::from_unix_ms),
+        updated_at: Timestamp::from_unix_ms(row.get(10)?),
+        value: row.get(11)?,
+        threshold: row.get(12)?,
+        message: row.get(13)?,
+        remedy: row.get(14)?,
+    })
+}
+
+fn parse_severity(text: &str) -> Result<Severity, StoreError> {
+    Severity::parse(text).ok_or_else(|| StoreError::Corrupt {
+        what: "severity".into(),
+        detail: format!("unknown severity {text:?}"),
+    })
+}
+
+fn state_str(state: IssueState) -> &'static str {
+    match state {
+        IssueState::Open => "open",
+        IssueState::Closed => "closed",
+    }
+}
+
+#[cfg(test)]
+mod tests;
