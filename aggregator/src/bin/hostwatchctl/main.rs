@@ -66,13 +66,16 @@ enum Output {
 enum Command {
     /// List clusters with node counts and health.
     Clusters {
+        /// Only this tenant.
         #[arg(long)]
         tenant: Option<String>,
     },
     /// List nodes with last-seen time, load, memory and the fullest disk.
     Nodes {
+        /// Only this tenant.
         #[arg(long)]
         tenant: Option<String>,
+        /// Only this cluster.
         #[arg(long)]
         cluster: Option<String>,
     },
@@ -99,15 +102,19 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct IssuesArgs {
+    /// Which issues: open, closed, or all.
     #[arg(long, value_enum, default_value_t = StateFilter::Open)]
     state: StateFilter,
     /// Keep issues of at least this severity.
     #[arg(long, value_enum)]
     severity: Option<SeverityFilter>,
+    /// Only this tenant.
     #[arg(long)]
     tenant: Option<String>,
+    /// Only this cluster.
     #[arg(long)]
     cluster: Option<String>,
+    /// Only this node.
     #[arg(long)]
     node: Option<String>,
     /// Only issues of this rule, e.g. disk_usage.
@@ -123,8 +130,10 @@ struct EventsArgs {
     /// Keep streaming events as they happen (required).
     #[arg(long)]
     watch: bool,
+    /// Only this tenant.
     #[arg(long)]
     tenant: Option<String>,
+    /// Only this cluster.
     #[arg(long)]
     cluster: Option<String>,
     /// Only events from these sources (repeat or separate with commas).
