@@ -134,7 +134,7 @@ impl Uplink {
                         attempt,
                         unacked,
                         retry_in = %humantime::format_duration(round_ms(delay)),
-                        "aggregator connection lost: {reason}"
+                        "no stream to the aggregator: {reason}"
                     );
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
@@ -287,8 +287,12 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        // hyper and tonic repeat a cause's text in its wrapper; say each part once.
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
