@@ -1,0 +1,316 @@
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
+
+use super::*;
+use crate::issue::{Condition, Finding, IssueBook};
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_unix_ms(1_800_000_000_000 + secs * 1000)
+}
+
+fn node_key(node: &str) -> NodeKey {
+    NodeKey {
+        tenant: "acme".into(),
+        cluster: "db".into(),
+        node: node.into(),
+    }
+}
+
+fn node_state(node: &str, applied_seq: u64) -> NodeState {
+    NodeState {
+        key: node_key(node),
+        identity: NodeIdentity {
+            service_instance_id: "4f6c…".into(),
+            labels: [("az".to_owned(), "a".to_owned())].into(),
+            ..NodeIdentity::default()
+        },
+        agent_version: "0.1.0".into(),
+        probes: vec![Probe {
+            name: "host".into(),
+            interval: Duration::from_secs(15),
+        }],
+        seq_epoch: "epoch".into(),
+        applied_seq,
+        first_seen: at(0),
+        last_seen: Some(at(5)),
+        connections: 1,
+        latest_host: None,
+        latest_gossip: None,
+        dropped_batches_total: 3,
+        rejected_samples_total: 2,
+    }
+}
+
+fn breach(value: f64, severity: Severity) -> Condition {
+    Condition::Breach(Finding {
+        severity,
+        value,
+        threshold: 80.0,
+        message: format!("at {value}"),
+        remedy: "clean up".into(),
+    })
+}
+
+fn clear(value: f64) -> Condition {
+    Condition::Clear(Finding {
+        severity: Severity::Warning,
+        value,
+        threshold: 80.0,
+        message: format!("back at {value}"),
+        remedy: "clean up".into(),
+    })
+}
+
+fn disk_key(node: &str) -> IssueKey {
+    IssueKey {
+        rule: "disk_usage",
+        subject: Subject::mount(&node_key(node), "/"),
+    }
+}
+
+fn open(dir: &Path) -> (Store, StoreWriter, Restored) {
+    let dispatch = Dispatch::start(&[], &TaskTracker::new());
+    Store::open(dir, dispatch).unwrap()
+}
+
+async fn write(store: &Store, nodes: Vec<NodeState>, events: Vec<Event>) {
+    let (done, committed) = oneshot::channel();
+    let write = Write {
+        nodes,
+        events,
+        done: Some(Box::new(move |result| {
+            let _ = done.send(result.map_err(ToString::to_string));
+        })),
+    };
+    store.write(write).await.unwrap();
+    committed.await.unwrap().unwrap();
+}
+
+fn close(store: Store, writer: StoreWriter) {
+    drop(store);
+    writer.join();
+}
+
+#[tokio::test]
+async fn nodes_and_open_issues_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer, restored) = open(dir.path());
+    assert!(restored.nodes.is_empty() && restored.open_issues.is_empty());
+
+    let mut book = IssueBook::default();
+    let opened_a = book
+        .apply(&disk_key("a"), breach(85.0, Severity::Warning), at(1))
+        .unwrap();
+    let opened_b = book
+        .apply(&disk_key("b"), breach(90.0, Severity::Warning), at(2))
+        .unwrap();
+    let closed_b = book.apply(&disk_key("b"), clear(10.0), at(3)).unwrap();
+    let events = [opened_a.clone(), opened_b, closed_b]
+        .into_iter()
+        .map(Event::Issue)
+        .collect();
+    write(
+        &store,
+        vec![node_state("a", 41), node_state("b", 7)],
+        events,
+    )
+    .await;
+    close(store, writer);
+
+    let (store, writer, restored) = open(dir.path());
+    let mut nodes = restored.nodes;
+    nodes.sort_by(|x, y| x.key.cmp(&y.key));
+    let expected_a = NodeState {
+        connections: 0,
+        rejected_samples_total: 0,
+        ..node_state("a", 41)
+    };
+    assert_eq!(
+        nodes[0], expected_a,
+        "everything but live counters survives"
+    );
+    assert_eq!(nodes[1].applied_seq, 7);
+    assert_eq!(
+        restored.open_issues,
+        vec![opened_a.issue],
+        "only the open issue is restored"
+    );
+    close(store, writer);
+}
+
+#[tokio::test]
+async fn an_issue_keeps_all_its_events_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer, _) = open(dir.path());
+    let mut book = IssueBook::default();
+    let key = disk_key("a");
+    let events: Vec<Event> = [
+        book.apply(&key, breach(85.0, Severity::Warning), at(1)),
+        book.apply(&key, breach(95.0, Severity::Error), at(2)),
+        book.apply(&key, clear(5.0), at(3)),
+    ]
+    .into_iter()
+    .flatten()
+    .map(Event::Issue)
+    .collect();
+    let Event::Issue(first) = &events[0] else {
+        unreachable!()
+    };
+    let id = first.issue.id.clone();
+    write(&store, vec![], events).await;
+
+    let (issue, stored) = store.get_issue(id.clone()).await.unwrap().unwrap();
+    assert_eq!(issue.state, IssueState::Closed);
+    assert_eq!(issue.closed_at, Some(at(3)));
+    assert_eq!(issue.severity, Severity::Error);
+    let kinds: Vec<_> = stored
+        .iter()
+        .map(|event| (event.kind, event.severity, event.value))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (IssueEventKind::Opened, Severity::Warning, 85.0),
+            (
+                IssueEventKind::Updated(UpdateReason::Severity),
+                Severity::Error,
+                95.0
+            ),
+            (IssueEventKind::Closed, Severity::Error, 5.0),
+        ]
+    );
+    assert_eq!(store.get_issue("no-such-id".into()).await.unwrap(), None);
+    close(store, writer);
+}
+
+#[tokio::test]
+async fn list_issues_filters_and_orders_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer, _) = open(dir.path());
+    let mut book = IssueBook::default();
+    let silent = IssueKey {
+        rule: "node_silent",
+        subject: Subject::node(&node_key("b")),
+    };
+    let events = [
+        book.apply(&disk_key("a"), breach(85.0, Severity::Warning), at(1)),
+        book.apply(&silent, breach(60.0, Severity::Error), at(2)),
+        book.apply(&disk_key("c"), breach(85.0, Severity::Info), at(3)),
+        book.apply(&disk_key("c"), clear(1.0), at(4)),
+    ]
+    .into_iter()
+    .flatten()
+    .map(Event::Issue)
+    .collect();
+    write(&store, vec![], events).await;
+
+    let list = |filter: IssueFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .list_issues(filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|issue| format!("{}@{}", issue.key.rule, issue.key.subject.node))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(IssueFilter::default()).await,
+        ["disk_usage@c", "node_silent@b", "disk_usage@a"]
+    );
+    let open = IssueFilter {
+        state: Some(IssueState::Open),
+        ..IssueFilter::default()
+    };
+    assert_eq!(list(open.clone()).await, ["node_silent@b", "disk_usage@a"]);
+    let errors = IssueFilter {
+        min_severity: Some(Severity::Error),
+        ..IssueFilter::default()
+    };
+    assert_eq!(list(errors).await, ["node_silent@b"]);
+    let by_rule = IssueFilter {
+        rule: "disk_usage".into(),
+        ..open
+    };
+    assert_eq!(list(by_rule).await, ["disk_usage@a"]);
+    let by_node = IssueFilter {
+        node: "c".into(),
+        ..IssueFilter::default()
+    };
+    assert_eq!(list(by_node).await, ["disk_usage@c"]);
+    let limited = IssueFilter {
+        limit: 1,
+        ..IssueFilter::default()
+    };
+    assert_eq!(list(limited).await, ["disk_usage@c"]);
+    close(store, writer);
+}
+
+#[tokio::test]
+async fn the_database_refuses_a_second_open_issue_for_one_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer, _) = open(dir.path());
+    let first = IssueBook::default().apply(&disk_key("a"), breach(85.0, Severity::Warning), at(1));
+    let second = IssueBook::default().apply(&disk_key("a"), breach(86.0, Severity::Warning), at(2));
+    write(&store, vec![], vec![Event::Issue(first.unwrap())]).await;
+
+    let (done, outcome) = oneshot::channel();
+    let write = Write {
+        nodes: vec![],
+        events: vec![Event::Issue(second.unwrap())],
+        done: Some(Box::new(move |result| {
+            let _ = done.send(result.map_err(ToString::to_string));
+        })),
+    };
+    store.write(write).await.unwrap();
+    let error = outcome.await.unwrap().unwrap_err();
+    assert!(error.contains("UNIQUE constraint failed"), "{error}");
+    let open = IssueFilter {
+        state: Some(IssueState::Open),
+        ..IssueFilter::default()
+    };
+    assert_eq!(store.list_issues(open).await.unwrap().len(), 1);
+    close(store, writer);
+}
+
+#[tokio::test]
+async fn events_reach_dispatch_only_after_their_commit_in_write_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let dispatch = Dispatch::start(&[], &TaskTracker::new());
+    let mut feed = dispatch.subscribe();
+    let (store, writer, _) = Store::open(dir.path(), dispatch).unwrap();
+    let seen_at_commit = Arc::new(Mutex::new(Vec::new()));
+    let mut book = IssueBook::default();
+    for (index, node) in ["a", "b", "c"].into_iter().enumerate() {
+        let event = book.apply(
+            &disk_key(node),
+            breach(85.0, Severity::Warning),
+            at(index as i64),
+        );
+        let seen = Arc::clone(&seen_at_commit);
+        store
+            .write(Write {
+                nodes: vec![],
+                events: vec![Event::Issue(event.unwrap())],
+                done: Some(Box::new(move |result| {
+                    assert!(result.is_ok());
+                    seen.lock().unwrap().push(node);
+                })),
+            })
+            .await
+            .unwrap();
+    }
+    let mut published = Vec::new();
+    for _ in 0..3 {
+        let event = feed.recv().await.unwrap();
+        published.push(event.node().to_owned());
+        // Each event is published after the write that holds it completed.
+        assert!(seen_at_commit.lock().unwrap().contains(&event.node()));
+    }
+    assert_eq!(published, ["a", "b", "c"]);
+    close(store, writer);
+}

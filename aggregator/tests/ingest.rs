@@ -1,0 +1,275 @@
+//! Ingest over real gRPC on loopback: a real aggregator, a tonic client playing the agent.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aggregator::config::AggregatorConfig;
+use aggregator::server::Aggregator;
+use proto::v1 as wire;
+use proto::v1::ingest_client::IngestClient;
+use proto::v1::operator_client::OperatorClient;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use tonic::transport::Channel;
+
+struct Running {
+    addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    _data: tempfile::TempDir,
+}
+
+impl Running {
+    async fn start() -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let mut config = AggregatorConfig::parse("listen = \"127.0.0.1:0\"").unwrap();
+        config.data_dir = data.path().to_owned();
+        let aggregator = Aggregator::bind(config).await.unwrap();
+        let addr = aggregator.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            aggregator
+                .run(async { stopped.await.unwrap_or(()) })
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+            _data: data,
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn hello(node: &str) -> wire::AgentMessage {
+    wire::AgentMessage {
+        kind: Some(wire::agent_message::Kind::Hello(wire::Hello {
+            identity: Some(wire::NodeIdentity {
+                tenant: "acme".into(),
+                cluster: "db".into(),
+                node: node.into(),
+                ..Default::default()
+            }),
+            agent_version: "test".into(),
+            probes: vec![wire::ProbeInfo {
+                name: "host".into(),
+                interval_ms: 1000,
+            }],
+            seq_epoch: "e1".into(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn host(load1: f64, memory_used_percent: f64, disk_total: i64) -> wire::Sample {
+    wire::Sample {
+        time_unix_ms: now_ms(),
+        kind: Some(wire::sample::Kind::Host(wire::HostSample {
+            load1,
+            load5: 0.1,
+            load15: 0.1,
+            physical_cores: 2,
+            logical_cores: 2,
+            physical_cores_estimated: false,
+            memory_total_bytes: 1 << 30,
+            memory_available_bytes: 1 << 29,
+            memory_used_percent,
+            disks: vec![wire::DiskUsage {
+                mount: "/".into(),
+                device: "/dev/vda".into(),
+                fs_type: "ext4".into(),
+                total_bytes: disk_total,
+                available_bytes: 1 << 20,
+                used_percent: 10.0,
+                inodes_total: 10,
+                inodes_free: 5,
+            }],
+        })),
+    }
+}
+
+fn batch(seq: u64, samples: Vec<wire::Sample>) -> wire::AgentMessage {
+    wire::AgentMessage {
+        kind: Some(wire::agent_message::Kind::Batch(wire::SampleBatch {
+            seq,
+            samples,
+            dropped_batches_total: 0,
+        })),
+    }
+}
+
+/// Opens a stream; returns the sender for agent messages and the response stream.
+async fn open_stream(
+    channel: Channel,
+    first: wire::AgentMessage,
+) -> Result<
+    (
+        mpsc::Sender<wire::AgentMessage>,
+        tonic::Streaming<wire::AggregatorMessage>,
+    ),
+    tonic::Status,
+> {
+    let (sender, outbound) = mpsc::channel(16);
+    sender.send(first).await.unwrap();
+    let response = IngestClient::new(channel)
+        .stream(ReceiverStream::new(outbound))
+        .await?;
+    Ok((sender, response.into_inner()))
+}
+
+async fn next_ack(inbound: &mut tonic::Streaming<wire::AggregatorMessage>) -> wire::Ack {
+    let message = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        .await
+        .expect("an ack within 10 s")
+        .expect("a healthy stream")
+        .expect("the stream is still open");
+    match message.kind {
+        Some(wire::aggregator_message::Kind::Ack(ack)) => ack,
+        None => panic!("empty aggregator message"),
+    }
+}
+
+#[tokio::test]
+async fn a_mixed_batch_applies_the_good_samples_and_names_the_bad_ones() {
+    let running = Running::start().await;
+    let (sender, mut inbound) = open_stream(running.channel().await, hello("n1"))
+        .await
+        .unwrap();
+
+    let mut nan = host(0.5, 10.0, 1 << 30);
+    if let Some(wire::sample::Kind::Host(host)) = &mut nan.kind {
+        host.load1 = f64::NAN;
+    }
+    let mut future = host(0.5, 10.0, 1 << 30);
+    future.time_unix_ms += 86_400_000;
+    let mut later = host(0.7, 20.0, 1 << 30);
+    later.time_unix_ms += 1000;
+    let samples = vec![
+        host(0.5, 10.0, 1 << 30),
+        nan,
+        host(0.5, 10.0, -4096),
+        host(0.5, 150.0, 1 << 30),
+        future,
+        later,
+    ];
+    sender.send(batch(1, samples)).await.unwrap();
+    let ack = next_ack(&mut inbound).await;
+    assert_eq!(ack.seq, 1);
+    assert_eq!(ack.accepted, 2);
+    assert!(!ack.duplicate);
+    let reasons: Vec<(u32, &str)> = ack
+        .rejected
+        .iter()
+        .map(|r| (r.index, r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (1, "not_finite"),
+            (2, "negative_size"),
+            (3, "percent_out_of_range"),
+            (4, "future_timestamp")
+        ]
+    );
+    assert_eq!(
+        ack.rejected[1].detail,
+        "host.disks[0].total_bytes: -4096 is negative"
+    );
+
+    // The same seq again is acknowledged as a duplicate and not applied twice.
+    sender
+        .send(batch(1, vec![host(0.9, 10.0, 1 << 30)]))
+        .await
+        .unwrap();
+    let duplicate = next_ack(&mut inbound).await;
+    assert!(duplicate.duplicate);
+    assert_eq!(duplicate.accepted, 0);
+
+    let mut operator = OperatorClient::new(running.channel().await);
+    let node = operator
+        .get_node(wire::GetNodeRequest {
+            tenant: "acme".into(),
+            cluster: "db".into(),
+            node: "n1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(node.applied_seq, 1);
+    assert_eq!(node.rejected_samples_total, 4);
+    assert!(node.connected);
+    let latest = node.latest_host.unwrap();
+    assert_eq!(
+        latest.load1, 0.7,
+        "the newest good sample, not the replayed one"
+    );
+
+    drop(sender);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_must_open_with_a_valid_hello() {
+    let running = Running::start().await;
+    let error = open_stream(running.channel().await, batch(1, vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert!(
+        error.message().contains("first message must be a hello"),
+        "{}",
+        error.message()
+    );
+
+    let error = open_stream(running.channel().await, hello("bad node!"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(
+        error.message().contains("hello.identity.node"),
+        "{}",
+        error.message()
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_node_is_unknown_and_the_services_answer_health_checks() {
+    let running = Running::start().await;
+    let mut operator = OperatorClient::new(running.channel().await);
+    let error = operator
+        .get_node(wire::GetNodeRequest {
+            tenant: "x".into(),
+            cluster: "y".into(),
+            node: "z".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::NotFound);
+    assert_eq!(error.message(), "node x/y/z: not known");
+    running.stop().await;
+}
