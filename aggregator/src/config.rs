@@ -375,6 +375,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_packaged_example_is_valid_and_states_the_defaults() {
+        let example = AggregatorConfig::parse(include_str!("../../packaging/aggregator.toml"))
+            .expect("packaging/aggregator.toml parses");
+        assert_eq!(example.validate(), Ok(()));
+        let defaults = AggregatorConfig::parse("").unwrap();
+        assert_eq!(example.listen, defaults.listen);
+        assert_eq!(example.data_dir, defaults.data_dir);
+        assert_eq!(example.rules.core_load, defaults.rules.core_load);
+        assert_eq!(example.rules.memory_usage, defaults.rules.memory_usage);
+        assert_eq!(example.rules.disk_usage, defaults.rules.disk_usage);
+        assert_eq!(example.integrations.len(), 1);
+    }
+
+    #[test]
     fn empty_file_gives_the_seed_defaults() {
         let config = AggregatorConfig::parse("").unwrap();
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);

@@ -175,10 +175,9 @@ fn handle(engine: &mut Engine, command: Command) -> Option<Write> {
                 }
                 Ok(outcome) => {
                     let node = engine.node(&key).cloned();
-                    if let Some((_, host)) = node.as_ref().and_then(|n| n.latest_host.as_ref()) {
-                        if first_host {
-                            log_first_host_sample(&key, host);
-                        }
+                    let latest_host = node.as_ref().and_then(|node| node.latest_host.as_ref());
+                    if let (true, Some((_, host))) = (first_host, latest_host) {
+                        log_first_host_sample(&key, host);
                     }
                     let applied = Applied {
                         duplicate: outcome.duplicate,

@@ -52,12 +52,15 @@ pub struct Restored {
     pub open_issues: Vec<Issue>,
 }
 
+/// Told the outcome of a write once its transaction committed or failed.
+pub type WriteDone = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
 /// One unit of work for the writer: node rows to upsert and events to record, all in
 /// one transaction; `done` learns the outcome after the commit.
 pub struct Write {
     pub nodes: Vec<NodeState>,
     pub events: Vec<Event>,
-    pub done: Option<Box<dyn FnOnce(Result<(), &StoreError>) + Send>>,
+    pub done: Option<WriteDone>,
 }
 
 impl std::fmt::Debug for Write {

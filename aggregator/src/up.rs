@@ -49,11 +49,20 @@ pub async fn run(
     if agent_target.ip().is_unspecified() {
         agent_target.set_ip(Ipv4Addr::LOCALHOST.into());
     }
-    let mut agent_config = agent::config::AgentConfig::default();
-    agent_config.state_dir = data_dir.join("agent");
-    agent_config.identity.tenant = LOCAL.to_owned();
-    agent_config.identity.cluster = LOCAL.to_owned();
-    agent_config.aggregator.url = format!("http://{agent_target}");
+    let defaults = agent::config::AgentConfig::default();
+    let agent_config = agent::config::AgentConfig {
+        state_dir: data_dir.join("agent"),
+        identity: agent::config::IdentityConfig {
+            tenant: LOCAL.to_owned(),
+            cluster: LOCAL.to_owned(),
+            ..defaults.identity.clone()
+        },
+        aggregator: agent::config::AggregatorConfig {
+            url: format!("http://{agent_target}"),
+            ..defaults.aggregator.clone()
+        },
+        ..defaults
+    };
     let agent = agent::Agent::new(agent_config)?;
     tracing::info!(
         "hostwatch up: operator API on {agent_target} (try: hostwatchctl --addr http://{agent_target} nodes), data in {}",

@@ -1,4 +1,5 @@
 //! Ingest over real gRPC on loopback: a real aggregator, a tonic client playing the agent.
+#![allow(clippy::unwrap_used)] // a test that cannot set itself up should panic, loudly
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
