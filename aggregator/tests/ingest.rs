@@ -13,6 +13,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::Channel;
 
+/// A small limit, so an oversized message is cheap to make.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
 struct Running {
     addr: std::net::SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -25,6 +28,7 @@ impl Running {
         let data = tempfile::tempdir().unwrap();
         let mut config = AggregatorConfig::parse("listen = \"127.0.0.1:0\"").unwrap();
         config.data_dir = data.path().to_owned();
+        config.ingest.max_message_bytes = MAX_MESSAGE_BYTES;
         let aggregator = Aggregator::bind(config).await.unwrap();
         let addr = aggregator.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -272,5 +276,126 @@ async fn an_unknown_node_is_unknown_and_the_services_answer_health_checks() {
         .unwrap_err();
     assert_eq!(error.code(), Code::NotFound);
     assert_eq!(error.message(), "node x/y/z: not known");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_message_ends_the_stream_with_resource_exhausted() {
+    let running = Running::start().await;
+    let (sender, mut inbound) = open_stream(running.channel().await, hello("n1"))
+        .await
+        .unwrap();
+    let mut huge = host(0.5, 10.0, 1 << 30);
+    if let Some(wire::sample::Kind::Host(host)) = &mut huge.kind {
+        host.disks[0].mount = "/".repeat(MAX_MESSAGE_BYTES * 2);
+    }
+    sender.send(batch(1, vec![huge])).await.unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(error.code(), Code::ResourceExhausted, "{error:?}");
+    assert!(error.message().contains("too large"), "{}", error.message());
+
+    // Nothing else was lost: the node is known and a new stream works.
+    let (sender, mut inbound) = open_stream(running.channel().await, hello("n1"))
+        .await
+        .unwrap();
+    sender
+        .send(batch(1, vec![host(0.5, 10.0, 1 << 30)]))
+        .await
+        .unwrap();
+    assert_eq!(next_ack(&mut inbound).await.accepted, 1);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_reflection_answer_for_both_services() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let running = Running::start().await;
+    let mut health = HealthClient::new(running.channel().await);
+    for service in ["hostwatch.v1.Ingest", "hostwatch.v1.Operator"] {
+        let response = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.status(), ServingStatus::Serving, "{service}");
+    }
+
+    let mut reflection = ServerReflectionClient::new(running.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("not a service list: {response:?}");
+    };
+    let names: Vec<String> = list
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+    for expected in [
+        "hostwatch.v1.Ingest",
+        "hostwatch.v1.Operator",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|name| name == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn watch_events_streams_what_happens_filtered() {
+    let running = Running::start().await;
+    let mut operator = OperatorClient::new(running.channel().await);
+    let request = wire::WatchEventsRequest {
+        cluster: "db".into(),
+        sources: vec![wire::EventSource::Notifications as i32],
+        ..Default::default()
+    };
+    let mut events = operator.watch_events(request).await.unwrap().into_inner();
+
+    // A node in another cluster, then one in "db": only the second is seen.
+    let mut other = hello("elsewhere");
+    if let Some(wire::agent_message::Kind::Hello(hello)) = &mut other.kind {
+        hello.identity.as_mut().unwrap().cluster = "other".into();
+    }
+    let _elsewhere = open_stream(running.channel().await, other).await.unwrap();
+    let _n1 = open_stream(running.channel().await, hello("n1"))
+        .await
+        .unwrap();
+
+    let event = tokio::time::timeout(Duration::from_secs(10), events.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.cluster, "db");
+    assert_eq!(event.node, "n1");
+    assert_eq!(event.source(), wire::EventSource::Notifications);
+    let Some(wire::event::Payload::Notification(notification)) = event.payload else {
+        panic!("not a notification: {event:?}");
+    };
+    assert_eq!(notification.title, "New node");
+    assert_eq!(notification.text, "node acme/db/n1 appeared (agent test)");
     running.stop().await;
 }

@@ -53,7 +53,7 @@ impl wire::ingest_server::Ingest for IngestService {
     ) -> Result<Response<Self::StreamStream>, Status> {
         let peer = request.remote_addr();
         let mut inbound = request.into_inner();
-        let hello = match inbound.message().await? {
+        let hello = match inbound.message().await.map_err(inbound_error)? {
             Some(wire::AgentMessage {
                 kind: Some(wire::agent_message::Kind::Hello(hello)),
             }) => hello,
@@ -109,7 +109,7 @@ impl Session {
                 Ok(None) => break None,
                 Err(status) => {
                     tracing::info!(node = %self.key, %status, "agent stream broke");
-                    break None;
+                    break Some(inbound_error(status));
                 }
             };
             match self.apply(batch).await {
@@ -170,6 +170,16 @@ impl Session {
             },
             duplicate: applied.duplicate,
         })
+    }
+}
+
+/// What the agent is told when its own stream failed. tonic reports a message over the
+/// size limit as OUT_OF_RANGE; gRPC's convention (and our protocol) is RESOURCE_EXHAUSTED.
+fn inbound_error(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange && status.message().contains("too large") {
+        Status::resource_exhausted(status.message().to_owned())
+    } else {
+        status
     }
 }
 
