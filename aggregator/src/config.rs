@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::model::Severity;
+use crate::sink::SinkConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -360,14 +361,6 @@ where
         OneOrMany::One(source) => vec![source],
         OneOrMany::Many(sources) => sources,
     })
-}
-
-/// The sink an integration delivers to.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SinkConfig {
-    /// Every event as one JSON line on stdout.
-    Log,
 }
 
 #[cfg(test)]

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::task::TaskTracker;
 
-use crate::config::{EventSourceConfig, IntegrationConfig, SinkConfig};
+use crate::config::{EventSourceConfig, IntegrationConfig};
 use crate::events::{Event, EventSource};
 use crate::model::Severity;
-use crate::sink::{self, Sink};
+use crate::sink::{self, Sink, SinkConfig};
 
 /// Events buffered per integration before its worker must catch up.
 const INTEGRATION_QUEUE: usize = 4096;

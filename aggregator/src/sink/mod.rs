@@ -1,12 +1,23 @@
-//! Sinks: the services events are delivered to. One folder or file per sink, each
-//! implementing `Sink`; `dispatch` feeds them. A sink knows its service's format and
-//! transport, nothing about routing, filtering or queues.
+//! Sinks: the services events are delivered to. One module (or folder) per sink, each
+//! with its config and an implementation of `Sink`; this file is the registry: the
+//! `SinkConfig` enum and `build`. `dispatch` feeds the sinks. A sink knows its
+//! service's format and transport, nothing about routing, filtering or queues.
 
 pub mod log;
 
 use std::future::Future;
 
+use serde::Deserialize;
+
 use crate::events::Event;
+
+/// The sink an integration delivers to, as written in `[[integrations]] sink = {...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// Every event as one JSON line on stdout.
+    Log,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
