@@ -44,6 +44,10 @@ pub struct NodeState {
     pub dropped_batches_total: u64,
     /// Samples rejected since the aggregator started.
     pub rejected_samples_total: u64,
+    /// Batches applied (each seq once), replays ignored, and seqs jumped over.
+    pub batches_applied_total: u64,
+    pub duplicate_batches_total: u64,
+    pub skipped_seqs_total: u64,
 }
 
 impl NodeState {
@@ -62,6 +66,9 @@ impl NodeState {
             latest_gossip: None,
             dropped_batches_total: 0,
             rejected_samples_total: 0,
+            batches_applied_total: 0,
+            duplicate_batches_total: 0,
+            skipped_seqs_total: 0,
         }
     }
 
@@ -216,9 +223,12 @@ impl Engine {
         node.dropped_batches_total = node.dropped_batches_total.max(batch.dropped_batches_total);
 
         if batch.seq <= node.applied_seq {
+            node.duplicate_batches_total += 1;
             outcome.duplicate = true;
             return Ok(outcome);
         }
+        node.skipped_seqs_total += batch.seq - node.applied_seq - 1;
+        node.batches_applied_total += 1;
         node.applied_seq = batch.seq;
         node.rejected_samples_total += u64::from(batch.n_rejected);
         let max_gap = self.rules.max_gap(node.host_interval());

@@ -138,8 +138,8 @@ impl Store {
             connection.pragma_update(None, "foreign_keys", "ON")?;
             Ok::<_, StoreError>(connection)
         };
-        let writer = open(&path)?;
-        migrate(&writer)?;
+        let mut writer = open(&path)?;
+        migrate(&mut writer)?;
         let restored = restore(&writer)?;
         let reader = open(&path)?;
 
@@ -204,9 +204,11 @@ impl Store {
     }
 }
 
-fn migrate(connection: &Connection) -> Result<(), StoreError> {
-    connection.execute_batch(
-        "CREATE TABLE IF NOT EXISTS nodes (
+/// The schema, one step per version; `PRAGMA user_version` records how many have run.
+/// Append a step to change the schema; never edit one that has shipped.
+const MIGRATIONS: &[&str] = &[
+    // 1: nodes, issues, issue events, notifications.
+    "CREATE TABLE nodes (
             tenant TEXT NOT NULL,
             cluster TEXT NOT NULL,
             node TEXT NOT NULL,
@@ -218,9 +220,12 @@ fn migrate(connection: &Connection) -> Result<(), StoreError> {
             first_seen_ms INTEGER NOT NULL,
             last_seen_ms INTEGER,
             dropped_batches_total INTEGER NOT NULL,
+            batches_applied_total INTEGER NOT NULL,
+            duplicate_batches_total INTEGER NOT NULL,
+            skipped_seqs_total INTEGER NOT NULL,
             PRIMARY KEY (tenant, cluster, node)
         );
-        CREATE TABLE IF NOT EXISTS issues (
+        CREATE TABLE issues (
             id TEXT PRIMARY KEY,
             rule TEXT NOT NULL,
             tenant TEXT NOT NULL,
@@ -238,10 +243,10 @@ fn migrate(connection: &Connection) -> Result<(), StoreError> {
             remedy TEXT NOT NULL
         );
         -- The lifecycle's first invariant, kept by the database too.
-        CREATE UNIQUE INDEX IF NOT EXISTS one_open_issue_per_key
+        CREATE UNIQUE INDEX one_open_issue_per_key
             ON issues (rule, tenant, cluster, node, mount) WHERE state = 'open';
-        CREATE INDEX IF NOT EXISTS issues_by_opened ON issues (opened_ms DESC);
-        CREATE TABLE IF NOT EXISTS issue_events (
+        CREATE INDEX issues_by_opened ON issues (opened_ms DESC);
+        CREATE TABLE issue_events (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             id TEXT NOT NULL UNIQUE,
             issue_id TEXT NOT NULL REFERENCES issues (id),
@@ -254,8 +259,8 @@ fn migrate(connection: &Connection) -> Result<(), StoreError> {
             message TEXT NOT NULL,
             remedy TEXT NOT NULL
         );
-        CREATE INDEX IF NOT EXISTS issue_events_by_issue ON issue_events (issue_id, seq);
-        CREATE TABLE IF NOT EXISTS notifications (
+        CREATE INDEX issue_events_by_issue ON issue_events (issue_id, seq);
+        CREATE TABLE notifications (
             id TEXT PRIMARY KEY,
             time_ms INTEGER NOT NULL,
             tenant TEXT NOT NULL,
@@ -266,7 +271,30 @@ fn migrate(connection: &Connection) -> Result<(), StoreError> {
             text TEXT NOT NULL,
             origin TEXT NOT NULL
         );",
-    )?;
+];
+
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let applied = usize::try_from(applied).unwrap_or(0);
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt {
+            what: "schema".into(),
+            detail: format!(
+                "the database is at version {applied}, newer than this aggregator's {}",
+                MIGRATIONS.len()
+            ),
+        });
+    }
+    for (index, step) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let transaction = connection.transaction()?;
+        transaction.execute_batch(step)?;
+        transaction.pragma_update(
+            None,
+            "user_version",
+            i64::try_from(index + 1).unwrap_or(i64::MAX),
+        )?;
+        transaction.commit()?;
+    }
     Ok(())
 }
 
@@ -335,13 +363,17 @@ fn upsert_node(transaction: &Transaction<'_>, node: &NodeState) -> Result<(), St
     transaction
         .prepare_cached(
             "INSERT INTO nodes (tenant, cluster, node, identity, agent_version, probes, seq_epoch,
-                 applied_seq, first_seen_ms, last_seen_ms, dropped_batches_total)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 applied_seq, first_seen_ms, last_seen_ms, dropped_batches_total,
+                 batches_applied_total, duplicate_batches_total, skipped_seqs_total)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
              ON CONFLICT (tenant, cluster, node) DO UPDATE SET
                  identity = excluded.identity, agent_version = excluded.agent_version,
                  probes = excluded.probes, seq_epoch = excluded.seq_epoch,
                  applied_seq = excluded.applied_seq, last_seen_ms = excluded.last_seen_ms,
-                 dropped_batches_total = excluded.dropped_batches_total",
+                 dropped_batches_total = excluded.dropped_batches_total,
+                 batches_applied_total = excluded.batches_applied_total,
+                 duplicate_batches_total = excluded.duplicate_batches_total,
+                 skipped_seqs_total = excluded.skipped_seqs_total",
         )?
         .execute(params![
             node.key.tenant,
@@ -351,10 +383,13 @@ fn upsert_node(transaction: &Transaction<'_>, node: &NodeState) -> Result<(), St
             node.agent_version,
             serde_json::Value::Array(probes).to_string(),
             node.seq_epoch,
-            i64::try_from(node.applied_seq).unwrap_or(i64::MAX),
+            signed(node.applied_seq),
             node.first_seen.as_unix_ms(),
             node.last_seen.map(Timestamp::as_unix_ms),
-            i64::try_from(node.dropped_batches_total).unwrap_or(i64::MAX),
+            signed(node.dropped_batches_total),
+            signed(node.batches_applied_total),
+            signed(node.duplicate_batches_total),
+            signed(node.skipped_seqs_total),
         ])?;
     Ok(())
 }
@@ -442,7 +477,8 @@ fn restore(connection: &Connection) -> Result<Restored, StoreError> {
     let mut nodes = Vec::new();
     let mut statement = connection.prepare(
         "SELECT tenant, cluster, node, identity, agent_version, probes, seq_epoch, applied_seq,
-             first_seen_ms, last_seen_ms, dropped_batches_total FROM nodes",
+             first_seen_ms, last_seen_ms, dropped_batches_total, batches_applied_total,
+             duplicate_batches_total, skipped_seqs_total FROM nodes",
     )?;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
@@ -458,14 +494,17 @@ fn restore(connection: &Connection) -> Result<Restored, StoreError> {
             agent_version: row.get(4)?,
             probes: parse_probes(&key, &probes)?,
             seq_epoch: row.get(6)?,
-            applied_seq: u64::try_from(row.get::<_, i64>(7)?).unwrap_or(0),
+            applied_seq: unsigned(row.get(7)?),
             first_seen: Timestamp::from_unix_ms(row.get(8)?),
             last_seen: row.get::<_, Option<i64>>(9)?.map(Timestamp::from_unix_ms),
             connections: 0,
             latest_host: None,
             latest_gossip: None,
-            dropped_batches_total: u64::try_from(row.get::<_, i64>(10)?).unwrap_or(0),
+            dropped_batches_total: unsigned(row.get(10)?),
             rejected_samples_total: 0,
+            batches_applied_total: unsigned(row.get(11)?),
+            duplicate_batches_total: unsigned(row.get(12)?),
+            skipped_seqs_total: unsigned(row.get(13)?),
             key,
         });
     }
@@ -478,6 +517,15 @@ fn restore(connection: &Connection) -> Result<Restored, StoreError> {
         },
     )?;
     Ok(Restored { nodes, open_issues })
+}
+
+/// SQLite integers are signed; counters never reach 2^63.
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn unsigned(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
 }
 
 fn parse_identity(key: &NodeKey, text: &str) -> Result<NodeIdentity, StoreError> {

@@ -226,6 +226,10 @@ async fn a_mixed_batch_applies_the_good_samples_and_names_the_bad_ones() {
         .into_inner();
     assert_eq!(node.applied_seq, 1);
     assert_eq!(node.rejected_samples_total, 4);
+    assert_eq!(
+        (node.batches_applied_total, node.duplicate_batches_total),
+        (1, 1)
+    );
     assert!(node.connected);
     let latest = node.latest_host.unwrap();
     assert_eq!(

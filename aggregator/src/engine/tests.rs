@@ -481,7 +481,34 @@ fn a_replayed_seq_is_ignored_but_proves_the_node_alive() {
     let outcome = timeline.engine.apply_batch(&node, replay, at(61)).unwrap();
     assert!(outcome.duplicate);
     assert_eq!(kinds(&outcome.events), [("closed", "node_silent")]);
-    assert_eq!(timeline.engine.node(&node).unwrap().applied_seq, 1);
+    let state = timeline.engine.node(&node).unwrap();
+    assert_eq!(state.applied_seq, 1);
+    assert_eq!(
+        (state.batches_applied_total, state.duplicate_batches_total),
+        (1, 1)
+    );
+}
+
+#[test]
+fn seqs_jumped_over_are_counted() {
+    let mut timeline = Timeline::new(quiet_rules());
+    let node = timeline.node.clone();
+    let batch = |seq| Batch {
+        seq,
+        samples: vec![],
+        n_rejected: 0,
+        dropped_batches_total: 0,
+    };
+    for seq in [1, 2, 5, 6, 10] {
+        timeline
+            .engine
+            .apply_batch(&node, batch(seq), at(seq as i64))
+            .unwrap();
+    }
+    let state = timeline.engine.node(&node).unwrap();
+    assert_eq!(state.skipped_seqs_total, 2 + 3);
+    assert_eq!(state.batches_applied_total, 5);
+    assert_eq!(state.duplicate_batches_total, 0);
 }
 
 #[test]

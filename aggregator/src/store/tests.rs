@@ -40,6 +40,9 @@ fn node_state(node: &str, applied_seq: u64) -> NodeState {
         latest_gossip: None,
         dropped_batches_total: 3,
         rejected_samples_total: 2,
+        batches_applied_total: applied_seq - 1,
+        duplicate_batches_total: 4,
+        skipped_seqs_total: 1,
     }
 }
 
@@ -313,4 +316,19 @@ async fn events_reach_dispatch_only_after_their_commit_in_write_order() {
     }
     assert_eq!(published, ["a", "b", "c"]);
     close(store, writer);
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_aggregator_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer, _) = open(dir.path());
+    close(store, writer);
+    let connection = Connection::open(dir.path().join("hostwatch.db")).unwrap();
+    connection
+        .pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1)
+        .unwrap();
+    drop(connection);
+    let dispatch = Dispatch::start(&[], &TaskTracker::new());
+    let error = Store::open(dir.path(), dispatch).unwrap_err().to_string();
+    assert!(error.contains("newer than this aggregator"), "{error}");
 }

@@ -107,6 +107,13 @@ pub(crate) fn json(node: &Node) -> Value {
         "rejected_samples_total".into(),
         node.rejected_samples_total.into(),
     );
+    for (key, value) in [
+        ("batches_applied_total", node.batches_applied_total),
+        ("duplicate_batches_total", node.duplicate_batches_total),
+        ("skipped_seqs_total", node.skipped_seqs_total),
+    ] {
+        object.insert(key.into(), value.into());
+    }
     let probes: Vec<Value> = node
         .probes
         .iter()
@@ -325,6 +332,12 @@ pub(crate) fn detail(node: &Node, now_unix_ms: i64) -> String {
         ("Applied seq", node.applied_seq.to_string()),
         ("Dropped batches", node.dropped_batches_total.to_string()),
         ("Rejected samples", node.rejected_samples_total.to_string()),
+        ("Batches applied", node.batches_applied_total.to_string()),
+        (
+            "Duplicate batches",
+            node.duplicate_batches_total.to_string(),
+        ),
+        ("Skipped seqs", node.skipped_seqs_total.to_string()),
     ]));
     sections.join("\n\n")
 }
@@ -424,6 +437,9 @@ mod tests {
             applied_seq: 42,
             open_issues: 1,
             health: HealthStatus::Warning as i32,
+            batches_applied_total: 40,
+            duplicate_batches_total: 3,
+            skipped_seqs_total: 2,
         }
     }
 
@@ -497,9 +513,19 @@ mod tests {
         let text = detail(&node(), NOW);
         assert!(text.contains("Node:"), "{text}");
         assert!(text.contains("acme/e2e/node-a"), "{text}");
-        assert!(text.contains("Labels:            az=eu-west-1a"), "{text}");
+        let field = |label: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(label))
+                .map(str::trim)
+                .unwrap_or_else(|| panic!("no {label} line in:\n{text}"))
+                .to_owned()
+        };
+        assert_eq!(field("Labels:"), "az=eu-west-1a");
         assert!(text.contains("/var/lib/eventstore"), "{text}");
-        assert!(text.contains("Dropped batches:   2"), "{text}");
+        assert_eq!(field("Dropped batches:"), "2");
+        assert_eq!(field("Batches applied:"), "40");
+        assert_eq!(field("Duplicate batches:"), "3");
+        assert_eq!(field("Skipped seqs:"), "2");
         assert!(text.contains("host   1s"), "{text}");
     }
 

@@ -329,6 +329,9 @@ fn node_to_wire(node: &NodeState, health: Option<&(u32, Option<Severity>)>) -> w
         applied_seq: node.applied_seq,
         open_issues,
         health: health_to_wire(worst) as i32,
+        batches_applied_total: node.batches_applied_total,
+        duplicate_batches_total: node.duplicate_batches_total,
+        skipped_seqs_total: node.skipped_seqs_total,
     }
 }
 
