@@ -107,18 +107,22 @@ impl Default for HostConfig {
     }
 }
 
-/// The in-memory queue of unacknowledged batches.
+/// The unacknowledged batches, spooled to `state_dir/outbox`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutboxConfig {
     /// When the outbox holds this many batches, the oldest is dropped for each new one.
     pub max_batches: usize,
+    /// When the spooled batches would take more than this many bytes (encoded), the oldest
+    /// are dropped to make room for a new one.
+    pub max_bytes: u64,
 }
 
 impl Default for OutboxConfig {
     fn default() -> Self {
         OutboxConfig {
             max_batches: 10_000,
+            max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -256,6 +260,9 @@ impl AgentConfig {
 
         if self.outbox.max_batches == 0 {
             problems.add("outbox.max_batches", "must be at least 1");
+        }
+        if self.outbox.max_bytes == 0 {
+            problems.add("outbox.max_bytes", "must be at least 1");
         }
 
         problems.into_result()

@@ -84,7 +84,13 @@ impl Agent {
         config.validate()?;
         state::ensure_dir(&config.state_dir)?;
         let identity = identity::resolve(&config.identity, &config.state_dir)?;
-        let outbox = Outbox::open(&config.state_dir, config.outbox.max_batches)?;
+        let outbox = Outbox::open(
+            &config.state_dir,
+            outbox::Bounds {
+                max_batches: config.outbox.max_batches,
+                max_bytes: config.outbox.max_bytes,
+            },
+        )?;
         let probe = HostProbe::new(&config.host)?;
         let endpoint = Endpoint::from_shared(config.aggregator.url.clone())
             .map_err(|err| AgentError::Endpoint {
@@ -211,7 +217,7 @@ async fn sample_host(
         let pushed = lock(&outbox).push(samples);
         match pushed {
             Ok(pushed) => {
-                match (pushed.dropped_seq, dropping) {
+                match (pushed.dropped.last(), dropping) {
                     (Some(seq), false) => {
                         tracing::warn!(
                             dropped_seq = seq,
@@ -221,7 +227,7 @@ async fn sample_host(
                     (None, true) => tracing::info!("outbox has room again"),
                     _ => {}
                 }
-                dropping = pushed.dropped_seq.is_some();
+                dropping = !pushed.dropped.is_empty();
                 batch_ready.notify_one();
             }
             Err(err) => tracing::error!("sample discarded: cannot number its batch: {err}"),

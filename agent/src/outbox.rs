@@ -1,13 +1,26 @@
-//! The outbox: sample batches waiting for the aggregator's `Ack`, and the seq counter that
-//! numbers them.
+//! The outbox: sample batches waiting for the aggregator's `Ack`, spooled to the state
+//! directory, and the seq counter that numbers them.
 //!
-//! It owns `state_dir/seq` (the next seq to hand out, written before the batch exists, so a
-//! restart never reuses a seq), `state_dir/seq_epoch` (a random id naming that counter, so
-//! a counter that restarts at 1 because the state directory was lost is not taken for a
-//! replay) and `state_dir/dropped_batches_total`. It is bounded: when
-//! full, [`Outbox::push`] drops the oldest batch and counts it, so sampling never waits for
-//! the network. Batches live in memory for now; spooling them to the state directory can be
-//! added behind the same methods (`open` reloads, `push` appends, `ack` truncates).
+//! It owns `state_dir/seq` (the next seq to hand out), `state_dir/seq_epoch` (a random id
+//! naming that counter, so a counter that restarts at 1 because the state directory was
+//! lost is not taken for a replay), `state_dir/dropped_batches_total`, and the spool
+//! `state_dir/outbox/`: one file per unacknowledged batch, named by its zero-padded seq and
+//! holding the protobuf-encoded `SampleBatch` exactly as it is sent.
+//!
+//! **Crash safety** (a SIGKILL at any instant): a batch file is written to a temporary name
+//! and renamed, so it is either whole or absent; it is written *before* the seq file moves
+//! on, and [`Outbox::open`] continues from the larger of the seq file and the newest
+//! spooled seq + 1, so a seq is never handed out twice; a batch file is removed only after
+//! its `Ack` (or when it is dropped), so nothing unacknowledged is lost. Batch files are not
+//! fsynced (a killed process loses nothing the kernel already has; only the small seq file
+//! is, so a power loss cannot make a seq come back either).
+//!
+//! **Bounds**: `max_batches` and `max_bytes` (the encoded size of the spooled batches). When
+//! a new batch would exceed either, the oldest batches are dropped and counted; each batch
+//! carries the running count, so the count survives even a crash between writing the new
+//! batch and removing the old ones (`open` finishes such a drop without counting it twice).
+//! Memory holds only the seq and size of each spooled batch: a long outage costs disk, not
+//! RSS.
 //!
 //! It does not send anything, nor know about connections: the uplink reads it with
 //! [`Outbox::next_unsent_seq`] and [`Outbox::batch`] and clears it with [`Outbox::ack`].
@@ -15,6 +28,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
+use prost::Message;
 use proto::v1::{Sample, SampleBatch};
 
 use crate::AgentError;
@@ -26,114 +40,222 @@ pub const SEQ_FILE: &str = "seq";
 pub const SEQ_EPOCH_FILE: &str = "seq_epoch";
 /// The file that keeps the running count of dropped batches.
 pub const DROPPED_FILE: &str = "dropped_batches_total";
+/// The directory of spooled batches.
+pub const SPOOL_DIR: &str = "outbox";
+/// The extension of a spooled batch file; the name before it is the seq, zero-padded.
+const BATCH_EXTENSION: &str = "pb";
+/// Added to a batch file's name while it is being written.
+const TMP_SUFFIX: &str = ".tmp";
+
+/// How much the outbox may hold before it drops its oldest batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// At least one batch is always kept, however large.
+    pub max_batches: usize,
+    pub max_bytes: u64,
+}
+
+/// One spooled batch as memory knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    seq: u64,
+    bytes: u64,
+}
 
 /// Unacknowledged batches, oldest first, with strictly increasing seqs.
 #[derive(Debug)]
 pub struct Outbox {
-    batches: VecDeque<SampleBatch>,
-    max_batches: usize,
+    entries: VecDeque<Entry>,
+    spooled_bytes: u64,
+    bounds: Bounds,
     next_seq: u64,
     seq_epoch: String,
     dropped_batches_total: u64,
     seq_path: PathBuf,
     dropped_path: PathBuf,
+    spool_dir: PathBuf,
 }
 
 /// What [`Outbox::push`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pushed {
     /// The new batch's seq.
     pub seq: u64,
-    /// The seq of the batch dropped to make room, if the outbox was full.
-    pub dropped_seq: Option<u64>,
+    /// The seqs of the batches dropped to make room, oldest first.
+    pub dropped: Vec<u64>,
 }
 
 impl Outbox {
-    /// Opens the outbox kept in `state_dir` (which must exist), holding at most
-    /// `max_batches` batches (at least one).
-    pub fn open(state_dir: &Path, max_batches: usize) -> Result<Outbox, AgentError> {
+    /// Opens the outbox kept in `state_dir` (which must exist): the seq counter, the drop
+    /// count and the spooled batches, which are replayed before anything new. Batches over
+    /// `bounds` (a smaller bound than last time) are dropped and counted.
+    pub fn open(state_dir: &Path, bounds: Bounds) -> Result<Outbox, AgentError> {
+        let bounds = Bounds {
+            max_batches: bounds.max_batches.max(1),
+            ..bounds
+        };
         let seq_path = state_dir.join(SEQ_FILE);
         let dropped_path = state_dir.join(DROPPED_FILE);
         let epoch_path = state_dir.join(SEQ_EPOCH_FILE);
+        let spool_dir = state_dir.join(SPOOL_DIR);
+        std::fs::create_dir_all(&spool_dir).map_err(|source| AgentError::State {
+            path: spool_dir.clone(),
+            source,
+        })?;
+        let mut entries = list_spool(&spool_dir)?;
+
         let stored_seq = read_counter(&seq_path)?;
         let stored_epoch = state::read_optional(&epoch_path)?
             .map(|text| text.trim().to_owned())
             .filter(|epoch| !epoch.is_empty());
-        let (next_seq, seq_epoch) = match (stored_seq, stored_epoch) {
-            (Some(next_seq), Some(epoch)) => (next_seq.max(1), epoch),
-            // A counter without its epoch (or the reverse) cannot be trusted to continue
-            // the old numbering: start a new epoch at 1. The epoch is written first, so a
-            // crash in between just starts yet another epoch.
+        let newest_spooled = entries.back().map(|entry| entry.seq);
+        let (next_seq, seq_epoch) = match (stored_epoch, stored_seq, newest_spooled) {
+            (Some(epoch), Some(_), _) | (Some(epoch), None, Some(_)) => {
+                let after_spool = newest_spooled.map_or(1, |seq| seq + 1);
+                (stored_seq.unwrap_or(1).max(after_spool).max(1), epoch)
+            }
+            // A counter without its epoch (or an epoch with neither counter nor batches)
+            // cannot be trusted to continue the old numbering: start a new epoch at 1.
+            // Spooled batches numbered in the old epoch would be misread in the new one.
+            // The epoch is written first, so a crash in between starts yet another epoch.
             _ => {
+                for entry in entries.drain(..) {
+                    remove_quietly(&batch_path(&spool_dir, entry.seq));
+                }
                 let epoch = uuid::Uuid::new_v4().to_string();
                 state::write_atomic(&epoch_path, format!("{epoch}\n").as_bytes())?;
                 state::write_atomic(&seq_path, b"1\n")?;
                 (1, epoch)
             }
         };
-        let dropped_batches_total = read_counter(&dropped_path)?.unwrap_or(0);
-        Ok(Outbox {
-            batches: VecDeque::new(),
-            max_batches: max_batches.max(1),
+
+        // The newest batch carries the count as of its creation, which may be ahead of the
+        // count file if the agent died in between.
+        let counted_in_file = read_counter(&dropped_path)?.unwrap_or(0);
+        let counted_in_batch = match newest_spooled {
+            Some(seq) if !entries.is_empty() => read_batch(&batch_path(&spool_dir, seq))?
+                .map_or(0, |batch| batch.dropped_batches_total),
+            _ => 0,
+        };
+        let mut outbox = Outbox {
+            spooled_bytes: entries.iter().map(|entry| entry.bytes).sum(),
+            entries,
+            bounds,
             next_seq,
             seq_epoch,
-            dropped_batches_total,
+            dropped_batches_total: counted_in_file.max(counted_in_batch),
             seq_path,
             dropped_path,
-        })
-    }
-
-    /// Numbers `samples` as the next batch and queues it, dropping the oldest batch if the
-    /// outbox is full. Fails, changing nothing in memory, when the seq cannot be persisted.
-    pub fn push(&mut self, samples: Vec<Sample>) -> Result<Pushed, AgentError> {
-        let seq = self.next_seq;
-        let full = self.batches.len() >= self.max_batches;
-        let dropped_batches_total = self.dropped_batches_total + u64::from(full);
-        state::write_atomic(&self.seq_path, format!("{}\n", seq + 1).as_bytes())?;
-        if full {
+            spool_dir,
+        };
+        // Drops counted in a batch but not done yet are finished without counting again;
+        // anything still over the bounds is a new drop.
+        let mut already_counted = counted_in_batch.saturating_sub(counted_in_file);
+        let mut newly_dropped = 0;
+        while outbox.entries.len() > 1 && outbox.over_bounds(0) {
+            outbox.drop_oldest();
+            if already_counted > 0 {
+                already_counted -= 1;
+            } else {
+                newly_dropped += 1;
+            }
+        }
+        outbox.dropped_batches_total += newly_dropped;
+        if outbox.dropped_batches_total != counted_in_file {
             state::write_atomic(
-                &self.dropped_path,
-                format!("{dropped_batches_total}\n").as_bytes(),
+                &outbox.dropped_path,
+                format!("{}\n", outbox.dropped_batches_total).as_bytes(),
             )?;
         }
+        Ok(outbox)
+    }
 
-        self.next_seq = seq + 1;
-        self.dropped_batches_total = dropped_batches_total;
-        let dropped_seq = if full {
-            self.batches.pop_front().map(|batch| batch.seq)
-        } else {
-            None
-        };
-        self.batches.push_back(SampleBatch {
+    /// Numbers `samples` as the next batch and spools it, dropping the oldest batches if
+    /// the outbox would exceed its bounds. Fails, changing nothing, when the batch or the
+    /// seq cannot be written.
+    pub fn push(&mut self, samples: Vec<Sample>) -> Result<Pushed, AgentError> {
+        let seq = self.next_seq;
+        let mut batch = SampleBatch {
             seq,
             samples,
-            dropped_batches_total,
+            dropped_batches_total: self.dropped_batches_total,
+        };
+        // The count field's size barely moves, so sizing with the old count is close
+        // enough to choose how many to drop.
+        let bytes = batch.encoded_len() as u64;
+        let n_drop = self.n_to_drop_for(bytes);
+        batch.dropped_batches_total += n_drop as u64;
+        let encoded = batch.encode_to_vec();
+
+        let path = batch_path(&self.spool_dir, seq);
+        write_batch(&path, &encoded)?;
+        if let Err(err) = state::write_atomic(&self.seq_path, format!("{}\n", seq + 1).as_bytes()) {
+            remove_quietly(&path);
+            return Err(err);
+        }
+        self.next_seq = seq + 1;
+
+        let dropped: Vec<u64> = (0..n_drop).filter_map(|_| self.drop_oldest()).collect();
+        if n_drop > 0 {
+            self.dropped_batches_total = batch.dropped_batches_total;
+            // Already recorded in the new batch, which `open` reads: a failure here costs
+            // nothing but this warning.
+            if let Err(err) = state::write_atomic(
+                &self.dropped_path,
+                format!("{}\n", self.dropped_batches_total).as_bytes(),
+            ) {
+                tracing::warn!("outbox: cannot record the drop count: {err}");
+            }
+        }
+        self.entries.push_back(Entry {
+            seq,
+            bytes: encoded.len() as u64,
         });
-        Ok(Pushed { seq, dropped_seq })
+        self.spooled_bytes += encoded.len() as u64;
+        Ok(Pushed { seq, dropped })
     }
 
     /// Removes the batch with this seq; false when it is not (or no longer) here.
     pub fn ack(&mut self, seq: u64) -> bool {
         match self.position(seq) {
-            Some(idx) => self.batches.remove(idx).is_some(),
+            Some(idx) => {
+                if let Some(entry) = self.entries.remove(idx) {
+                    self.spooled_bytes -= entry.bytes;
+                    remove_quietly(&batch_path(&self.spool_dir, seq));
+                }
+                true
+            }
             None => false,
         }
     }
 
     /// The seq of the oldest batch still waiting with a seq of at least `from_seq`.
     pub fn next_unsent_seq(&self, from_seq: u64) -> Option<u64> {
-        let idx = self.batches.partition_point(|batch| batch.seq < from_seq);
-        self.batches.get(idx).map(|batch| batch.seq)
+        let idx = self.entries.partition_point(|entry| entry.seq < from_seq);
+        self.entries.get(idx).map(|entry| entry.seq)
     }
 
-    /// The batch with this seq, if it is still waiting.
-    pub fn batch(&self, seq: u64) -> Option<&SampleBatch> {
-        self.position(seq).and_then(|idx| self.batches.get(idx))
+    /// The batch with this seq, read back from the spool, if it is still waiting. A spooled
+    /// batch that cannot be read is logged and forgotten: the aggregator will count its seq
+    /// as skipped, and the stream goes on.
+    pub fn batch(&mut self, seq: u64) -> Option<SampleBatch> {
+        let idx = self.position(seq)?;
+        let path = batch_path(&self.spool_dir, seq);
+        match read_batch(&path) {
+            Ok(Some(batch)) => return Some(batch),
+            Ok(None) => tracing::error!(seq, "outbox: spooled batch vanished; skipping it"),
+            Err(err) => tracing::error!(seq, "outbox: skipping an unreadable batch: {err}"),
+        }
+        if let Some(entry) = self.entries.remove(idx) {
+            self.spooled_bytes -= entry.bytes;
+        }
+        remove_quietly(&path);
+        None
     }
 
     /// The oldest unacknowledged seq, as `Hello.oldest_unacked_seq` wants it.
     pub fn oldest_seq(&self) -> Option<u64> {
-        self.batches.front().map(|batch| batch.seq)
+        self.entries.front().map(|entry| entry.seq)
     }
 
     /// The seq the next batch will get.
@@ -151,20 +273,132 @@ impl Outbox {
         self.dropped_batches_total
     }
 
+    /// The encoded size of the spooled batches.
+    pub fn spooled_bytes(&self) -> u64 {
+        self.spooled_bytes
+    }
+
     pub fn len(&self) -> usize {
-        self.batches.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.batches.is_empty()
+        self.entries.is_empty()
+    }
+
+    /// Whether the outbox plus `extra_bytes` in one more batch would exceed its bounds.
+    fn over_bounds(&self, extra_bytes: u64) -> bool {
+        let extra_batches = usize::from(extra_bytes > 0);
+        self.entries.len() + extra_batches > self.bounds.max_batches
+            || self.spooled_bytes + extra_bytes > self.bounds.max_bytes
+    }
+
+    /// How many of the oldest batches must go to make room for a new one of `bytes`.
+    fn n_to_drop_for(&self, bytes: u64) -> usize {
+        let bytes = bytes.max(1);
+        let mut n_drop = 0;
+        let mut n_kept = self.entries.len();
+        let mut kept_bytes = self.spooled_bytes;
+        while n_kept > 0
+            && (n_kept + 1 > self.bounds.max_batches || kept_bytes + bytes > self.bounds.max_bytes)
+        {
+            kept_bytes -= self.entries[n_drop].bytes;
+            n_kept -= 1;
+            n_drop += 1;
+        }
+        n_drop
+    }
+
+    /// Removes the oldest batch, returning its seq; does not count it.
+    fn drop_oldest(&mut self) -> Option<u64> {
+        let entry = self.entries.pop_front()?;
+        self.spooled_bytes -= entry.bytes;
+        remove_quietly(&batch_path(&self.spool_dir, entry.seq));
+        Some(entry.seq)
     }
 
     fn position(&self, seq: u64) -> Option<usize> {
-        let idx = self.batches.partition_point(|batch| batch.seq < seq);
-        self.batches
+        let idx = self.entries.partition_point(|entry| entry.seq < seq);
+        self.entries
             .get(idx)
-            .filter(|batch| batch.seq == seq)
+            .filter(|entry| entry.seq == seq)
             .map(|_| idx)
+    }
+}
+
+fn batch_path(spool_dir: &Path, seq: u64) -> PathBuf {
+    spool_dir.join(format!("{seq:020}.{BATCH_EXTENSION}"))
+}
+
+/// The spooled batches, oldest first; leftovers of interrupted writes are removed.
+fn list_spool(spool_dir: &Path) -> Result<VecDeque<Entry>, AgentError> {
+    let state_error = |source| AgentError::State {
+        path: spool_dir.to_owned(),
+        source,
+    };
+    let mut entries = Vec::new();
+    for dir_entry in std::fs::read_dir(spool_dir).map_err(state_error)? {
+        let dir_entry = dir_entry.map_err(state_error)?;
+        let name = dir_entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(TMP_SUFFIX) {
+            remove_quietly(&dir_entry.path());
+            continue;
+        }
+        let Some(seq) = name
+            .strip_suffix(BATCH_EXTENSION)
+            .and_then(|stem| stem.strip_suffix('.'))
+            .and_then(|stem| stem.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let bytes = dir_entry.metadata().map_err(state_error)?.len();
+        entries.push(Entry { seq, bytes });
+    }
+    entries.sort_unstable_by_key(|entry| entry.seq);
+    Ok(entries.into())
+}
+
+/// Writes a batch file whole or not at all: a temporary name, then a rename.
+fn write_batch(path: &Path, encoded: &[u8]) -> Result<(), AgentError> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(TMP_SUFFIX);
+    let tmp_path = PathBuf::from(tmp_name);
+    std::fs::write(&tmp_path, encoded)
+        .and_then(|()| std::fs::rename(&tmp_path, path))
+        .map_err(|source| {
+            remove_quietly(&tmp_path);
+            AgentError::State {
+                path: path.to_owned(),
+                source,
+            }
+        })
+}
+
+fn read_batch(path: &Path) -> Result<Option<SampleBatch>, AgentError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(AgentError::State {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    SampleBatch::decode(bytes.as_slice())
+        .map(Some)
+        .map_err(|err| AgentError::CorruptState {
+            path: path.to_owned(),
+            message: format!("not a SampleBatch: {err}"),
+        })
+}
+
+fn remove_quietly(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => tracing::warn!("outbox: cannot remove {}: {err}", path.display()),
     }
 }
 
@@ -182,157 +416,4 @@ fn read_counter(path: &Path) -> Result<Option<u64>, AgentError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample(time_unix_ms: i64) -> Vec<Sample> {
-        vec![Sample {
-            time_unix_ms,
-            kind: None,
-        }]
-    }
-
-    fn seqs(outbox: &Outbox) -> Vec<u64> {
-        outbox.batches.iter().map(|batch| batch.seq).collect()
-    }
-
-    #[test]
-    fn seqs_start_at_one_and_grow_by_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut outbox = Outbox::open(dir.path(), 10).unwrap();
-        assert_eq!(outbox.next_seq(), 1);
-        for expected in 1..=3 {
-            let pushed = outbox.push(sample(expected as i64)).unwrap();
-            assert_eq!(
-                pushed,
-                Pushed {
-                    seq: expected,
-                    dropped_seq: None
-                }
-            );
-        }
-        assert_eq!(seqs(&outbox), [1, 2, 3]);
-        assert_eq!(outbox.oldest_seq(), Some(1));
-        assert_eq!(outbox.batch(2).unwrap().samples[0].time_unix_ms, 2);
-    }
-
-    #[test]
-    fn full_outbox_drops_the_oldest_and_counts_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut outbox = Outbox::open(dir.path(), 3).unwrap();
-        let mut dropped = Vec::new();
-        for n in 1..=8 {
-            dropped.extend(outbox.push(sample(n)).unwrap().dropped_seq);
-        }
-        assert_eq!(seqs(&outbox), [6, 7, 8]);
-        assert_eq!(dropped, [1, 2, 3, 4, 5]);
-        assert_eq!(outbox.dropped_batches_total(), 5);
-        // Every batch carries the running total as of its creation.
-        let totals: Vec<u64> = outbox
-            .batches
-            .iter()
-            .map(|b| b.dropped_batches_total)
-            .collect();
-        assert_eq!(totals, [3, 4, 5]);
-    }
-
-    #[test]
-    fn ack_removes_only_that_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut outbox = Outbox::open(dir.path(), 10).unwrap();
-        for n in 1..=4 {
-            outbox.push(sample(n)).unwrap();
-        }
-        assert!(outbox.ack(2));
-        assert!(!outbox.ack(2), "a second ack of the same seq finds nothing");
-        assert!(!outbox.ack(99));
-        assert_eq!(seqs(&outbox), [1, 3, 4]);
-        assert!(outbox.ack(1));
-        assert_eq!(outbox.oldest_seq(), Some(3));
-        assert!(outbox.ack(3) && outbox.ack(4));
-        assert!(outbox.is_empty());
-        assert_eq!(outbox.oldest_seq(), None);
-        // Acks free room: no drop after the outbox emptied.
-        assert_eq!(outbox.push(sample(5)).unwrap().dropped_seq, None);
-    }
-
-    #[test]
-    fn next_unsent_walks_forward_and_skips_acked() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut outbox = Outbox::open(dir.path(), 10).unwrap();
-        assert_eq!(outbox.next_unsent_seq(0), None);
-        for n in 1..=4 {
-            outbox.push(sample(n)).unwrap();
-        }
-        assert_eq!(outbox.next_unsent_seq(0), Some(1));
-        assert_eq!(outbox.next_unsent_seq(3), Some(3));
-        outbox.ack(3);
-        assert_eq!(outbox.next_unsent_seq(3), Some(4));
-        assert_eq!(outbox.next_unsent_seq(5), None);
-    }
-
-    #[test]
-    fn seq_and_drop_count_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut outbox = Outbox::open(dir.path(), 2).unwrap();
-            for n in 1..=5 {
-                outbox.push(sample(n)).unwrap();
-            }
-            assert_eq!(outbox.dropped_batches_total(), 3);
-        }
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join(SEQ_FILE)).unwrap(),
-            "6\n"
-        );
-        let epoch = std::fs::read_to_string(dir.path().join(SEQ_EPOCH_FILE)).unwrap();
-        let mut reopened = Outbox::open(dir.path(), 2).unwrap();
-        assert_eq!(reopened.seq_epoch(), epoch.trim());
-        assert_eq!(reopened.next_seq(), 6);
-        assert_eq!(reopened.dropped_batches_total(), 3);
-        assert!(reopened.is_empty(), "batches are not spooled yet");
-        assert_eq!(reopened.push(sample(6)).unwrap().seq, 6);
-    }
-
-    #[test]
-    fn a_lost_counter_starts_a_new_epoch_at_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let first_epoch = {
-            let mut outbox = Outbox::open(dir.path(), 2).unwrap();
-            outbox.push(sample(1)).unwrap();
-            outbox.seq_epoch().to_owned()
-        };
-        assert!(uuid::Uuid::parse_str(&first_epoch).is_ok(), "{first_epoch}");
-        std::fs::remove_file(dir.path().join(SEQ_FILE)).unwrap();
-        let outbox = Outbox::open(dir.path(), 2).unwrap();
-        assert_eq!(outbox.next_seq(), 1);
-        assert_ne!(outbox.seq_epoch(), first_epoch);
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join(SEQ_EPOCH_FILE))
-                .unwrap()
-                .trim(),
-            outbox.seq_epoch()
-        );
-    }
-
-    #[test]
-    fn a_corrupt_seq_file_is_an_error_not_a_restart_at_one() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(SEQ_FILE), "seven\n").unwrap();
-        let err = Outbox::open(dir.path(), 2).unwrap_err().to_string();
-        assert!(err.contains("seq: \"seven\" is not a number"), "{err}");
-    }
-
-    #[test]
-    fn a_failed_persist_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let state_dir = dir.path().join("state");
-        std::fs::create_dir(&state_dir).unwrap();
-        let mut outbox = Outbox::open(&state_dir, 2).unwrap();
-        outbox.push(sample(1)).unwrap();
-        std::fs::remove_dir_all(&state_dir).unwrap();
-        assert!(outbox.push(sample(2)).is_err());
-        assert_eq!(seqs(&outbox), [1]);
-        assert_eq!(outbox.next_seq(), 2);
-    }
-}
+mod tests;

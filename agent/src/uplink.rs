@@ -218,9 +218,9 @@ impl Uplink {
                         return SessionEnd::Lost { healthy, reason: "request stream closed".to_owned() };
                     };
                     let Some(seq) = next_seq else { continue };
-                    // Clone under the lock, send outside it. The batch may have been dropped
+                    // Read back under the lock, send outside it. The batch may have been dropped
                     // or acknowledged meanwhile; then the loop just looks again.
-                    let batch = lock(&self.outbox).batch(seq).cloned();
+                    let batch = lock(&self.outbox).batch(seq);
                     send_from = seq + 1;
                     if let Some(batch) = batch {
                         tracing::debug!(seq, "sending batch");
