@@ -159,6 +159,7 @@ pub struct RulesConfig {
     pub memory_usage: ThresholdRuleConfig,
     pub disk_usage: ThresholdRuleConfig,
     pub node_silent: NodeSilentConfig,
+    pub cluster_consensus: ClusterConsensusConfig,
 }
 
 impl Default for RulesConfig {
@@ -184,6 +185,7 @@ impl Default for RulesConfig {
                 ..ThresholdRuleConfig::default()
             },
             node_silent: NodeSilentConfig::default(),
+            cluster_consensus: ClusterConsensusConfig::default(),
         }
     }
 }
@@ -196,6 +198,11 @@ impl RulesConfig {
         self.disk_usage.validate("disk_usage", Some(100.0), errors);
         if self.node_silent.missed_intervals == 0 {
             errors.push("config: rules.node_silent.missed_intervals: must be at least 1".into());
+        }
+        if self.cluster_consensus.missed_intervals == 0 {
+            errors.push(
+                "config: rules.cluster_consensus.missed_intervals: must be at least 1".into(),
+            );
         }
     }
 
@@ -214,6 +221,7 @@ struct RulesFile {
     memory_usage: ThresholdRuleOverrides,
     disk_usage: ThresholdRuleOverrides,
     node_silent: NodeSilentConfig,
+    cluster_consensus: ClusterConsensusConfig,
 }
 
 impl From<RulesFile> for RulesConfig {
@@ -224,6 +232,7 @@ impl From<RulesFile> for RulesConfig {
             memory_usage: file.memory_usage.over(defaults.memory_usage),
             disk_usage: file.disk_usage.over(defaults.disk_usage),
             node_silent: file.node_silent,
+            cluster_consensus: file.cluster_consensus,
         }
     }
 }
@@ -240,13 +249,22 @@ struct ThresholdRuleOverrides {
     severity: Option<Severity>,
     #[serde(default, with = "humantime_serde")]
     renotify: Option<Duration>,
+    tiers: Option<Vec<SeverityTier>>,
 }
 
 impl ThresholdRuleOverrides {
     fn over(self, defaults: ThresholdRuleConfig) -> ThresholdRuleConfig {
+        let tiers = self.tiers.unwrap_or(defaults.tiers);
+        // With tiers, the lowest tier is where the rule opens, unless a threshold is
+        // written too (then `validate` checks that they agree).
+        let tier_threshold = tiers.first().map(|tier| tier.above);
         ThresholdRuleConfig {
             enabled: self.enabled.unwrap_or(defaults.enabled),
-            threshold: self.threshold.unwrap_or(defaults.threshold),
+            threshold: self
+                .threshold
+                .or(tier_threshold)
+                .unwrap_or(defaults.threshold),
+            tiers,
             open_for: self.open_for.unwrap_or(defaults.open_for),
             close_for: self.close_for.unwrap_or(defaults.close_for),
             severity: self.severity.unwrap_or(defaults.severity),
@@ -266,6 +284,17 @@ pub struct ThresholdRuleConfig {
     pub severity: Severity,
     /// A reminder (`updated`) this long after the issue's last event; zero for none.
     pub renotify: Duration,
+    /// Severity tiers, lowest first; empty: one tier, `severity` over `threshold`.
+    /// See `detect::tier_severity` for how an open issue moves between them.
+    pub tiers: Vec<SeverityTier>,
+}
+
+/// One severity tier: the issue has `severity` once the value is over `above`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeverityTier {
+    pub above: f64,
+    pub severity: Severity,
 }
 
 impl Default for ThresholdRuleConfig {
@@ -277,6 +306,7 @@ impl Default for ThresholdRuleConfig {
             close_for: Duration::ZERO,
             severity: Severity::Warning,
             renotify: Duration::from_secs(3600),
+            tiers: Vec::new(),
         }
     }
 }
@@ -288,6 +318,28 @@ impl ThresholdRuleConfig {
             errors.push(format!("{field}: must be a non-negative number"));
         } else if let Some(max) = max.filter(|max| self.threshold > *max) {
             errors.push(format!("{field}: {} is over {max}", self.threshold));
+        }
+        if let Some(first) = self.tiers.first()
+            && first.above != self.threshold
+        {
+            errors.push(format!(
+                "{field}: {} differs from the lowest tier's `above` ({}); leave it out",
+                self.threshold, first.above
+            ));
+        }
+        for (index, pair) in self.tiers.windows(2).enumerate() {
+            let (lower, upper) = (pair[0], pair[1]);
+            if upper.above <= lower.above || upper.severity <= lower.severity {
+                errors.push(format!(
+                    "config: rules.{rule}.tiers[{}]: tiers must rise in both `above` and \
+                     `severity` ({} {} follows {} {})",
+                    index + 1,
+                    upper.above,
+                    upper.severity,
+                    lower.above,
+                    lower.severity
+                ));
+            }
         }
     }
 }
@@ -316,6 +368,39 @@ impl Default for NodeSilentConfig {
             escalate_after: Duration::from_secs(300),
             escalated_severity: Severity::Error,
             renotify: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `cluster_consensus`: every node of a cluster must see the same members (id, state,
+/// alive) and the same single leader, and every node's gossip query must succeed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConsensusConfig {
+    pub enabled: bool,
+    /// How long a disagreement must last before the issue opens (aggregator clock).
+    #[serde(with = "humantime_serde")]
+    pub open_for: Duration,
+    /// How long agreement must last before it closes.
+    #[serde(with = "humantime_serde")]
+    pub close_for: Duration,
+    pub severity: Severity,
+    #[serde(with = "humantime_serde")]
+    pub renotify: Duration,
+    /// A node that sent no gossip view for this many × its gossip interval counts as a
+    /// failed query.
+    pub missed_intervals: u32,
+}
+
+impl Default for ClusterConsensusConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            open_for: Duration::from_secs(60),
+            close_for: Duration::ZERO,
+            severity: Severity::Error,
+            renotify: Duration::from_secs(3600),
+            missed_intervals: 3,
         }
     }
 }
@@ -378,6 +463,10 @@ mod tests {
         assert_eq!(example.rules.core_load, defaults.rules.core_load);
         assert_eq!(example.rules.memory_usage, defaults.rules.memory_usage);
         assert_eq!(example.rules.disk_usage, defaults.rules.disk_usage);
+        assert_eq!(
+            example.rules.cluster_consensus,
+            defaults.rules.cluster_consensus
+        );
         assert_eq!(example.integrations.len(), 1);
     }
 

@@ -10,8 +10,9 @@
 use std::time::Duration;
 
 use crate::config::{NodeSilentConfig, RulesConfig, ThresholdRuleConfig};
+use crate::consensus::CLUSTER_CONSENSUS;
 use crate::issue::{Condition, Finding, IssueKey};
-use crate::model::{HostReading, NodeKey, Subject, Timestamp};
+use crate::model::{HostReading, NodeKey, Severity, Subject, Timestamp};
 use crate::window::{ConditionWindow, Verdict};
 
 pub const CORE_LOAD: &str = "core_load";
@@ -20,7 +21,13 @@ pub const DISK_USAGE: &str = "disk_usage";
 pub const NODE_SILENT: &str = "node_silent";
 
 /// Every rule this aggregator knows, by name.
-pub const RULES: [&str; 4] = [CORE_LOAD, MEMORY_USAGE, DISK_USAGE, NODE_SILENT];
+pub const RULES: [&str; 5] = [
+    CORE_LOAD,
+    MEMORY_USAGE,
+    DISK_USAGE,
+    NODE_SILENT,
+    CLUSTER_CONSENSUS,
+];
 
 /// The static name of a rule read back from storage or a request.
 pub fn rule_name(name: &str) -> Option<&'static str> {
@@ -144,19 +151,58 @@ pub fn verdict(value: f64, threshold: f64) -> Verdict {
     }
 }
 
+/// The severity tier an issue is at after a breaching `value`, given the tier it was at
+/// (`current`, `None` when it is just opening), and the threshold of that tier.
+///
+/// Escalation is immediate: a value over a higher tier's `above` takes that tier at once.
+/// De-escalation has one tier of hysteresis: a tier, once reached, holds while the value
+/// stays over the `above` of the tier beneath it; falling under that, the issue goes to
+/// the highest tier that still holds (at most one above the tier the value is in). In
+/// numbers, with tiers 85/88/90 % (info/warning/error): 91 % is error; 89 % keeps error
+/// (still over warning's 88 %); 87 % gives warning (under 88 %, but warning holds while
+/// over info's 85 %); 86 % then stays warning. This keeps a value wobbling around one
+/// tier boundary from sending an update on every sample, and it is decided by values,
+/// not by how many samples arrived (a one-tier-per-sample rule would make the severity
+/// depend on the agent's interval). Without tiers: the rule's one severity and threshold.
+pub fn tier_severity(
+    config: &ThresholdRuleConfig,
+    value: f64,
+    current: Option<Severity>,
+) -> (Severity, f64) {
+    let tiers = &config.tiers;
+    if tiers.is_empty() {
+        return (config.severity, config.threshold);
+    }
+    // The highest tier the value is over (0 when under all: the lowest tier).
+    let reached = tiers.iter().rposition(|tier| value > tier.above);
+    let held = current
+        .and_then(|severity| tiers.iter().position(|tier| tier.severity == severity))
+        .map(|current_index| current_index.min(reached.map_or(0, |index| index + 1)));
+    let index = match (reached, held) {
+        (Some(reached), Some(held)) => reached.max(held),
+        (Some(reached), None) => reached,
+        (None, Some(held)) => held,
+        (None, None) => 0,
+    };
+    (tiers[index].severity, tiers[index].above)
+}
+
 /// What a threshold rule concludes once `measurement` has been observed in `window`.
+/// `current` is the severity of the rule's open issue on this subject, if one is open.
 pub fn conclude(
     measurement: &Measurement,
     window: &ConditionWindow,
     config: &ThresholdRuleConfig,
+    current: Option<Severity>,
 ) -> Option<Condition> {
     let unit = measurement.unit;
     let value = unit.format(measurement.value);
+    let (severity, tier_threshold) = tier_severity(config, measurement.value, current);
     let threshold = unit.format(config.threshold);
     let finding = |message: String, remedy: &str| Finding {
-        severity: config.severity,
+        severity,
         value: measurement.value,
-        threshold: config.threshold,
+        threshold: tier_threshold,
         message,
         remedy: remedy.to_owned(),
     };
@@ -166,8 +212,19 @@ pub fn conclude(
     };
     if window.breach_held_for(config.open_for) {
         let held = held_phrase(config.open_for);
+        let tier = if config.tiers.is_empty() {
+            String::new()
+        } else if measurement.value > tier_threshold {
+            format!(" ({severity}: over {})", unit.format(tier_threshold))
+        } else {
+            format!(
+                " ({severity}: from {}, held until under {})",
+                unit.format(tier_threshold),
+                tier_below(config, severity).map_or(threshold.clone(), |above| unit.format(above))
+            )
+        };
         let message = format!(
-            "{} is {value}, over {threshold}{held} ({})",
+            "{} is {value}, over {threshold}{held}{tier} ({})",
             measurement.what, measurement.how
         );
         Some(Condition::Breach(finding(message, remedy)))
@@ -181,6 +238,15 @@ pub fn conclude(
     } else {
         None
     }
+}
+
+/// The `above` of the tier beneath the one with `severity`.
+fn tier_below(config: &ThresholdRuleConfig, severity: Severity) -> Option<f64> {
+    let index = config
+        .tiers
+        .iter()
+        .position(|tier| tier.severity == severity)?;
+    index.checked_sub(1).map(|below| config.tiers[below].above)
 }
 
 fn held_phrase(span: Duration) -> String {
@@ -324,7 +390,8 @@ mod tests {
         let gap = Duration::from_secs(60);
         window.observe(Timestamp::from_unix_ms(0), Verdict::Breach, gap);
         window.observe(Timestamp::from_unix_ms(60_000), Verdict::Breach, gap);
-        let Some(Condition::Breach(finding)) = conclude(disk, &window, &rules.disk_usage) else {
+        let Some(Condition::Breach(finding)) = conclude(disk, &window, &rules.disk_usage, None)
+        else {
             panic!("expected a breach");
         };
         assert_eq!(

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use crate::config::RulesConfig;
+use crate::consensus::{self, CLUSTER_CONSENSUS, ConsensusWindow, NodeView, Observed};
 use crate::detect::{self, NODE_SILENT};
 use crate::events::{Event, Notification};
 use crate::issue::{Issue, IssueBook, IssueKey};
@@ -22,6 +23,8 @@ use crate::window::ConditionWindow;
 
 /// The host interval assumed for a node whose Hello named none (the agent's default).
 pub const DEFAULT_HOST_INTERVAL: Duration = Duration::from_secs(15);
+/// The gossip interval assumed for a node whose Hello named none (DESIGN §4).
+pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Everything the aggregator knows of one node.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,7 +82,23 @@ impl NodeState {
             .find(|probe| probe.name == "host" && !probe.interval.is_zero())
             .map_or(DEFAULT_HOST_INTERVAL, |probe| probe.interval)
     }
+
+    /// Whether the node reports gossip views, so takes part in its cluster's consensus.
+    pub fn reports_gossip(&self) -> bool {
+        self.latest_gossip.is_some() || self.probes.iter().any(|probe| probe.name == "gossip")
+    }
+
+    /// How often the node's agent queries its database node's gossip.
+    pub fn gossip_interval(&self) -> Duration {
+        self.probes
+            .iter()
+            .find(|probe| probe.name == "gossip" && !probe.interval.is_zero())
+            .map_or(DEFAULT_GOSSIP_INTERVAL, |probe| probe.interval)
+    }
 }
+
+/// `tenant / cluster`: the subject of cluster-wide rules.
+type ClusterKey = (String, String);
 
 /// What an agent says about itself when it connects.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +140,9 @@ pub struct Engine {
     started_at: Timestamp,
     nodes: BTreeMap<NodeKey, NodeState>,
     windows: HashMap<IssueKey, ConditionWindow>,
+    /// When each node's latest gossip view arrived (aggregator clock).
+    gossip_arrived: HashMap<NodeKey, Timestamp>,
+    consensus: HashMap<ClusterKey, ConsensusWindow>,
     issues: IssueBook,
 }
 
@@ -140,6 +162,8 @@ impl Engine {
                 .map(|node| (node.key.clone(), node))
                 .collect(),
             windows: HashMap::new(),
+            gossip_arrived: HashMap::new(),
+            consensus: HashMap::new(),
             issues: IssueBook::restore(open_issues),
         }
     }
@@ -232,6 +256,7 @@ impl Engine {
         node.applied_seq = batch.seq;
         node.rejected_samples_total += u64::from(batch.n_rejected);
         let max_gap = self.rules.max_gap(node.host_interval());
+        let mut new_gossip = false;
 
         for sample in batch.samples {
             match sample.reading {
@@ -247,7 +272,13 @@ impl Engine {
                         if !window.observe(sample.time, verdict, max_gap) {
                             continue;
                         }
-                        if let Some(condition) = detect::conclude(&measurement, window, config) {
+                        let current = self
+                            .issues
+                            .get(&measurement.key)
+                            .map(|issue| issue.severity);
+                        if let Some(condition) =
+                            detect::conclude(&measurement, window, config, current)
+                        {
                             let event = self.issues.apply(&measurement.key, condition, now);
                             outcome.events.extend(event.map(Event::Issue));
                         }
@@ -267,13 +298,115 @@ impl Engine {
                         .is_none_or(|(time, _)| *time < sample.time)
                     {
                         node.latest_gossip = Some((sample.time, gossip));
+                        new_gossip = true;
                     }
                 }
                 // Log lines are routed to sinks, not judged by rules.
                 Reading::Log { .. } => {}
             }
         }
+        if new_gossip {
+            self.gossip_arrived.insert(key.clone(), now);
+            let cluster = (key.tenant.clone(), key.cluster.clone());
+            outcome.events.extend(self.judge_cluster(&cluster, now));
+        }
         Ok(outcome)
+    }
+
+    /// `cluster_consensus` for one cluster at `now`: gathers every gossip-reporting
+    /// node's view (or its silence) and hands the judgement to the cluster's window.
+    fn judge_cluster(&mut self, cluster: &ClusterKey, now: Timestamp) -> Option<Event> {
+        if !self.rules.cluster_consensus.enabled {
+            return None;
+        }
+        let judgement = {
+            let views: Vec<NodeView<'_>> = self
+                .cluster_nodes(cluster)
+                .filter(|node| node.reports_gossip())
+                .map(|node| NodeView {
+                    node: &node.key.node,
+                    observed: self.observed(node, now),
+                })
+                .collect();
+            if views.is_empty() {
+                return None;
+            }
+            consensus::judge(&views)
+        };
+        let window = self.consensus.entry(cluster.clone()).or_default();
+        let condition = window.observe(&judgement, now, &self.rules.cluster_consensus)?;
+        let key = IssueKey {
+            rule: CLUSTER_CONSENSUS,
+            subject: Subject {
+                tenant: cluster.0.clone(),
+                cluster: cluster.1.clone(),
+                node: String::new(),
+                mount: String::new(),
+            },
+        };
+        self.issues.apply(&key, condition, now).map(Event::Issue)
+    }
+
+    /// The nodes of one cluster, in name order.
+    fn cluster_nodes<'a>(&'a self, cluster: &ClusterKey) -> impl Iterator<Item = &'a NodeState> {
+        let first = NodeKey {
+            tenant: cluster.0.clone(),
+            cluster: cluster.1.clone(),
+            node: String::new(),
+        };
+        let (tenant, name) = (cluster.0.clone(), cluster.1.clone());
+        self.nodes
+            .range(first..)
+            .map(|(_, node)| node)
+            .take_while(move |node| node.key.tenant == tenant && node.key.cluster == name)
+    }
+
+    /// A node's gossip as the consensus rule counts it: its latest view while fresh, a
+    /// failed query once it is late by the rule's allowance, pending before its first.
+    fn observed<'a>(&self, node: &'a NodeState, now: Timestamp) -> Observed<'a> {
+        let allowed = node
+            .gossip_interval()
+            .saturating_mul(self.rules.cluster_consensus.missed_intervals);
+        let arrived = self.gossip_arrived.get(&node.key).copied();
+        let since = arrived.unwrap_or(node.first_seen).max(self.started_at);
+        let silent_for = now.since(since);
+        match (&node.latest_gossip, arrived) {
+            _ if silent_for >= allowed && !allowed.is_zero() => Observed::Silent(silent_for),
+            (Some((_, view)), Some(_)) => Observed::View(view),
+            _ => Observed::Pending,
+        }
+    }
+
+    /// Clusters whose consensus the clock alone may change: a disagreement being timed,
+    /// an open issue, or a gossip-reporting node gone quiet.
+    fn clusters_to_judge(&self, now: Timestamp) -> Vec<ClusterKey> {
+        let mut clusters: Vec<ClusterKey> = Vec::new();
+        for node in self.nodes.values().filter(|node| node.reports_gossip()) {
+            let cluster = (node.key.tenant.clone(), node.key.cluster.clone());
+            if clusters.last() == Some(&cluster) {
+                continue;
+            }
+            let timed = self
+                .consensus
+                .get(&cluster)
+                .is_some_and(ConsensusWindow::disagreeing);
+            let late = matches!(self.observed(node, now), Observed::Silent(_));
+            if timed || late {
+                clusters.push(cluster);
+            }
+        }
+        for issue in self.issues.open_issues() {
+            if issue.key.rule == CLUSTER_CONSENSUS {
+                let cluster = (
+                    issue.key.subject.tenant.clone(),
+                    issue.key.subject.cluster.clone(),
+                );
+                if !clusters.contains(&cluster) {
+                    clusters.push(cluster);
+                }
+            }
+        }
+        clusters
     }
 
     /// The passing of time: silent nodes, and reminders for issues still open.
@@ -301,9 +434,15 @@ impl Engine {
                 }
             }
         }
+        if self.rules.cluster_consensus.enabled {
+            for cluster in self.clusters_to_judge(now) {
+                events.extend(self.judge_cluster(&cluster, now));
+            }
+        }
         let rules = &self.rules;
         let reminders = self.issues.remind(now, |rule| match rule {
             NODE_SILENT => Some(rules.node_silent.renotify),
+            CLUSTER_CONSENSUS => Some(rules.cluster_consensus.renotify),
             _ => detect::threshold_rule(rules, rule).map(|config| config.renotify),
         });
         events.extend(reminders.into_iter().map(Event::Issue));
@@ -327,5 +466,7 @@ impl Engine {
     }
 }
 
+#[cfg(test)]
+mod consensus_tests;
 #[cfg(test)]
 mod tests;

@@ -1,13 +1,15 @@
 //! The hostwatch aggregator: ingests agents' samples, keeps windows per node and metric,
 //! opens and closes issues, and serves the operator API.
 //!
-//! Pure core (no I/O, time passed in): `model`, `window`, `detect`, `issue`, `engine`.
+//! Pure core (no I/O, time passed in): `model`, `window`, `detect`, `consensus`, `issue`,
+//! `engine`.
 //! Edges: `ingest` and `api` (gRPC), `monitor` (the task that owns the engine), `store`
 //! (SQLite), `dispatch` and `sink` (where events go), `server` (wiring), `up` (the
 //! embedded default: aggregator and a local agent in one process).
 
 pub mod api;
 pub mod config;
+pub mod consensus;
 pub mod detect;
 pub mod dispatch;
 pub mod engine;

@@ -363,6 +363,114 @@ fn a_gap_in_samples_neither_opens_nor_closes() {
 
 // ---- renotify -------------------------------------------------------------------------
 
+// Severity tiers: one issue moves between tiers with `updated`, never a new issue.
+// Falling back, a tier holds while the value is over the tier beneath it (see
+// `detect::tier_severity`): 87 % is under warning's 88 % but over info's 85 %, so an
+// error issue drops to warning, not to info.
+#[test]
+fn severity_tiers_update_one_issue_and_step_down_with_hysteresis() {
+    let text = r#"
+        [rules.memory_usage]
+        tiers = [{above = 85, severity = "info"}, {above = 88, severity = "warning"}, {above = 90, severity = "error"}]
+        open_for = "0s"
+        close_for = "0s"
+    "#;
+    let config = crate::config::AggregatorConfig::parse(text).unwrap();
+    assert_eq!(config.validate(), Ok(()));
+    assert_eq!(config.rules.memory_usage.threshold, 85.0);
+    let mut timeline = Timeline::new(config.rules);
+    let mut all = Vec::new();
+    for (secs, percent) in [
+        (0, 84.0),
+        (15, 86.0),
+        (30, 89.0),
+        (45, 91.0),
+        (60, 87.0),
+        (75, 80.0),
+    ] {
+        all.extend(seen(&timeline.memory(secs, percent)));
+    }
+    let steps: Vec<(&str, Severity, f64)> = all
+        .iter()
+        .map(|seen| (seen.kind, seen.severity, seen.value))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("opened", Severity::Info, 86.0),
+            ("updated", Severity::Warning, 89.0),
+            ("updated", Severity::Error, 91.0),
+            ("updated", Severity::Warning, 87.0),
+            ("closed", Severity::Warning, 80.0),
+        ]
+    );
+}
+
+#[test]
+fn a_tier_holds_while_the_value_stays_over_the_tier_beneath() {
+    let text = r#"
+        [rules.memory_usage]
+        tiers = [{above = 85, severity = "info"}, {above = 88, severity = "warning"}, {above = 90, severity = "error"}]
+        open_for = "0s"
+        close_for = "0s"
+    "#;
+    let rules = crate::config::AggregatorConfig::parse(text).unwrap().rules;
+    let mut timeline = Timeline::new(rules);
+    let mut all = Vec::new();
+    // Straight to error; 89 % keeps error (over 88 %); 86 % drops to warning, which 86.5 %
+    // keeps; 95 % is error again at once; 85.5 % drops to warning, not further.
+    for (secs, percent) in [
+        (0, 92.0),
+        (15, 89.0),
+        (30, 86.0),
+        (45, 86.5),
+        (60, 95.0),
+        (75, 85.5),
+    ] {
+        all.extend(seen(&timeline.memory(secs, percent)));
+    }
+    let steps: Vec<(&str, Severity)> = all.iter().map(|seen| (seen.kind, seen.severity)).collect();
+    assert_eq!(
+        steps,
+        [
+            ("opened", Severity::Error),
+            ("updated", Severity::Warning),
+            ("updated", Severity::Error),
+            ("updated", Severity::Warning),
+        ]
+    );
+    let issue = timeline.open(detect::MEMORY_USAGE).unwrap();
+    assert!(
+        issue
+            .message
+            .contains("(warning: from 88.0 %, held until under 85.0 %)"),
+        "{}",
+        issue.message
+    );
+}
+
+#[test]
+fn tiers_must_rise_and_agree_with_the_threshold() {
+    let text = r#"
+        [rules.disk_usage]
+        threshold = 80.0
+        tiers = [{above = 85, severity = "warning"}, {above = 84, severity = "error"}]
+    "#;
+    let errors = crate::config::AggregatorConfig::parse(text)
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors[0].contains("differs from the lowest tier"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].contains("rules.disk_usage.tiers[1]"),
+        "{errors:?}"
+    );
+}
+
 #[test]
 fn renotify_produces_updated_reminders() {
     let mut rules = quiet_rules();

@@ -1,0 +1,331 @@
+//! `cluster_consensus`: whether the nodes of one cluster agree on who is in it (DESIGN §6).
+//!
+//! Each node's latest gossip view is normalized to the set of (member id, state, alive),
+//! without endpoints, epochs, timestamps or checkpoints, which change on every sample. The
+//! cluster agrees when every node's query succeeded, all normalized views are equal, and
+//! they name exactly one leader, the same one. A node whose agent went silent counts as a
+//! failed query. A single-node cluster only needs its query to succeed. When they
+//! disagree, the message says which nodes disagree and how.
+//!
+//! `judge` compares views; `ConsensusWindow` times a cluster's disagreement on the
+//! aggregator's clock (views come from different agents, so no single agent's clock can
+//! say how long they have disagreed). Gathering the views is `engine`'s business; opening
+//! and closing the issue is `issue`'s. No I/O, no clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::config::ClusterConsensusConfig;
+use crate::issue::{Condition, Finding};
+use crate::model::{GossipReading, Timestamp};
+
+pub const CLUSTER_CONSENSUS: &str = "cluster_consensus";
+
+const REMEDY: &str = "check the named nodes: that the database runs on each, its logs, and \
+     the network between them (a node that sees another leader, or misses a member, is \
+     often cut off from the others); a failed query means the agent cannot reach its \
+     local node";
+
+/// What the aggregator has of one node of the cluster.
+#[derive(Debug, Clone, Copy)]
+pub enum Observed<'a> {
+    /// Its latest gossip view, fresh enough to count.
+    View(&'a GossipReading),
+    /// No gossip view for this long: counted as a failed query.
+    Silent(Duration),
+    /// It has not sent a view yet but is not late either (e.g. just after a restart):
+    /// nothing can be decided until it does.
+    Pending,
+}
+
+/// One node's part in a cluster's consensus.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeView<'a> {
+    pub node: &'a str,
+    pub observed: Observed<'a>,
+}
+
+/// What the views say together.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Judgement {
+    Agree,
+    /// The message says which nodes disagree and how; `n_nodes` is how many nodes are
+    /// at fault (failed, or outside the largest group of identical views).
+    Disagree {
+        message: String,
+        n_nodes: usize,
+    },
+    /// A node has not reported yet: neither agreement nor disagreement can be shown.
+    Undecided,
+}
+
+/// A view reduced to what must agree: (member id, state, alive).
+type Normalized = BTreeSet<(String, String, bool)>;
+
+fn normalize(members: &[crate::model::GossipMember]) -> Normalized {
+    members
+        .iter()
+        .map(|member| {
+            (
+                member.instance_id.clone(),
+                member.state.clone(),
+                member.alive,
+            )
+        })
+        .collect()
+}
+
+/// The members a view names as leader: its `leader_id`, and any member whose state is
+/// "Leader" (EventStoreDB's name for it).
+fn leaders(view: &GossipReading, members: &[crate::model::GossipMember]) -> BTreeSet<String> {
+    let mut leaders: BTreeSet<String> = members
+        .iter()
+        .filter(|member| member.state.eq_ignore_ascii_case("leader"))
+        .map(|member| member.instance_id.clone())
+        .collect();
+    if !view.leader_id.is_empty() {
+        leaders.insert(view.leader_id.clone());
+    }
+    leaders
+}
+
+/// Compares the views of every node of one cluster.
+pub fn judge(views: &[NodeView<'_>]) -> Judgement {
+    if views.is_empty()
+        || views
+            .iter()
+            .any(|view| matches!(view.observed, Observed::Pending))
+    {
+        return Judgement::Undecided;
+    }
+    let mut problems = Vec::new();
+    let mut n_failed = 0;
+    // The successful views: node → (normalized view, leaders).
+    let mut ok: BTreeMap<&str, (Normalized, BTreeSet<String>)> = BTreeMap::new();
+    for view in views {
+        match view.observed {
+            Observed::View(reading) => match &reading.outcome {
+                Ok(members) => {
+                    ok.insert(view.node, (normalize(members), leaders(reading, members)));
+                }
+                Err(error) => {
+                    n_failed += 1;
+                    problems.push(format!("node {}: gossip query failed: {error}", view.node));
+                }
+            },
+            Observed::Silent(for_how_long) => {
+                n_failed += 1;
+                problems.push(format!(
+                    "node {}: gossip query failed: no gossip view for {}",
+                    view.node,
+                    humantime::format_duration(Duration::from_secs(for_how_long.as_secs()))
+                ));
+            }
+            Observed::Pending => {}
+        }
+    }
+    // A single node has no one to disagree with.
+    let n_at_fault = if views.len() > 1 {
+        n_failed + compare(&ok, &mut problems)
+    } else {
+        n_failed
+    };
+    if problems.is_empty() {
+        Judgement::Agree
+    } else {
+        Judgement::Disagree {
+            message: problems.join("; "),
+            n_nodes: n_at_fault,
+        }
+    }
+}
+
+/// Describes how the successful views differ; returns how many nodes are outside the
+/// largest group of identical views (or name no single leader).
+fn compare(
+    ok: &BTreeMap<&str, (Normalized, BTreeSet<String>)>,
+    problems: &mut Vec<String>,
+) -> usize {
+    let mut leader_faults = BTreeSet::new();
+    for (node, (_, leaders)) in ok {
+        match leaders.len() {
+            1 => {}
+            0 => {
+                leader_faults.insert(*node);
+                problems.push(format!("node {node} names no leader"));
+            }
+            _ => {
+                leader_faults.insert(*node);
+                let names: Vec<&str> = leaders.iter().map(String::as_str).collect();
+                problems.push(format!(
+                    "node {node} names {} leaders: {}",
+                    leaders.len(),
+                    names.join(", ")
+                ));
+            }
+        }
+    }
+
+    // Every member any node lists, and how each node sees it.
+    let member_ids: BTreeSet<&str> = ok
+        .values()
+        .flat_map(|(view, _)| view.iter().map(|(id, _, _)| id.as_str()))
+        .collect();
+    let mut member_differences = false;
+    for member in member_ids {
+        let mut seen_as: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for (node, (view, _)) in ok {
+            let how = view
+                .iter()
+                .find(|(id, _, _)| id == member)
+                .map(|(_, state, alive)| {
+                    if *alive {
+                        state.clone()
+                    } else {
+                        format!("{state} (dead)")
+                    }
+                });
+            seen_as
+                .entry(how.unwrap_or_default())
+                .or_default()
+                .push(node);
+        }
+        if seen_as.len() > 1 {
+            member_differences = true;
+            problems.push(describe_groups(member, seen_as));
+        }
+    }
+
+    // Same members, states and liveness, but a different leader named.
+    if !member_differences {
+        let mut named: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for (node, (_, leaders)) in ok {
+            if leaders.len() == 1 {
+                let leader = leaders.iter().next().cloned().unwrap_or_default();
+                named.entry(leader).or_default().push(node);
+            }
+        }
+        if named.len() > 1 {
+            let mut groups: Vec<(String, Vec<&str>)> = named.into_iter().collect();
+            sort_groups(&mut groups);
+            let phrases: Vec<String> = groups
+                .iter()
+                .map(|(leader, nodes)| {
+                    format!(
+                        "{} {leader} as leader",
+                        nodes_phrase(nodes, "names", "name")
+                    )
+                })
+                .collect();
+            problems.push(phrases.join(", "));
+        }
+    }
+
+    // Faults: nodes outside the largest group of identical views, plus leader faults.
+    let mut groups: BTreeMap<(&Normalized, &BTreeSet<String>), usize> = BTreeMap::new();
+    for (view, leaders) in ok.values() {
+        *groups.entry((view, leaders)).or_default() += 1;
+    }
+    let largest = groups.values().copied().max().unwrap_or(0);
+    let outside = ok.len() - largest;
+    outside.max(leader_faults.len())
+}
+
+/// "node b sees c as Follower, nodes a and c see c as Leader": smaller groups first.
+fn describe_groups(member: &str, seen_as: BTreeMap<String, Vec<&str>>) -> String {
+    let mut groups: Vec<(String, Vec<&str>)> = seen_as.into_iter().collect();
+    sort_groups(&mut groups);
+    let phrases: Vec<String> = groups
+        .iter()
+        .map(|(how, nodes)| {
+            if how.is_empty() {
+                format!(
+                    "{} {member}",
+                    nodes_phrase(nodes, "does not list", "do not list")
+                )
+            } else {
+                format!("{} {member} as {how}", nodes_phrase(nodes, "sees", "see"))
+            }
+        })
+        .collect();
+    phrases.join(", ")
+}
+
+fn sort_groups(groups: &mut [(String, Vec<&str>)]) {
+    groups.sort_by(|(_, a), (_, b)| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+}
+
+/// "node b sees" / "nodes a and c see" / "nodes a, b and c see".
+fn nodes_phrase(nodes: &[&str], singular_verb: &str, plural_verb: &str) -> String {
+    match nodes {
+        [one] => format!("node {one} {singular_verb}"),
+        [init @ .., last] => format!("nodes {} and {last} {plural_verb}", init.join(", ")),
+        [] => String::new(),
+    }
+}
+
+/// How long a cluster has agreed or disagreed, on the aggregator's clock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsensusWindow {
+    disagree_since: Option<Timestamp>,
+    agree_since: Option<Timestamp>,
+}
+
+impl ConsensusWindow {
+    /// Records a judgement made at `now`; returns what the rule concludes, if anything.
+    /// Undecided changes nothing: a node not heard from yet neither opens nor closes.
+    pub fn observe(
+        &mut self,
+        judgement: &Judgement,
+        now: Timestamp,
+        config: &ClusterConsensusConfig,
+    ) -> Option<Condition> {
+        match judgement {
+            Judgement::Undecided => None,
+            Judgement::Disagree { message, n_nodes } => {
+                self.agree_since = None;
+                let since = *self.disagree_since.get_or_insert(now);
+                let held = now.since(since);
+                (held >= config.open_for).then(|| {
+                    let held_phrase = if config.open_for.is_zero() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (for {})",
+                            humantime::format_duration(Duration::from_secs(held.as_secs()))
+                        )
+                    };
+                    Condition::Breach(Finding {
+                        severity: config.severity,
+                        value: *n_nodes as f64,
+                        threshold: 0.0,
+                        message: format!("the nodes disagree{held_phrase}: {message}"),
+                        remedy: REMEDY.to_owned(),
+                    })
+                })
+            }
+            Judgement::Agree => {
+                self.disagree_since = None;
+                let since = *self.agree_since.get_or_insert(now);
+                (now.since(since) >= config.close_for).then(|| {
+                    Condition::Clear(Finding {
+                        severity: config.severity,
+                        value: 0.0,
+                        threshold: 0.0,
+                        message: "every node's gossip query succeeds and all views agree"
+                            .to_owned(),
+                        remedy: String::new(),
+                    })
+                })
+            }
+        }
+    }
+
+    /// Whether a disagreement is being timed (so the clock alone may open an issue).
+    pub fn disagreeing(&self) -> bool {
+        self.disagree_since.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests;
