@@ -88,6 +88,11 @@ impl AggregatorConfig {
                 source: Vec::new(),
                 sink: SinkConfig::Log,
                 min_severity: None,
+                tenant: None,
+                clusters: Vec::new(),
+                timeout: default_delivery_timeout(),
+                backoff_min: default_backoff_min(),
+                backoff_max: default_backoff_max(),
             }],
         }
     }
@@ -111,6 +116,21 @@ impl AggregatorConfig {
                     "config: integrations[{index}].name: {:?} is used twice",
                     integration.name
                 ));
+            }
+            if integration.backoff_min.is_zero()
+                || integration.backoff_min > integration.backoff_max
+            {
+                errors.push(format!(
+                    "config: integrations[{index}].backoff_min: must be over zero and at most backoff_max"
+                ));
+            }
+            if integration.timeout.is_zero() {
+                errors.push(format!(
+                    "config: integrations[{index}].timeout: must be over zero"
+                ));
+            }
+            if let Err(error) = integration.sink.build(integration.timeout) {
+                errors.push(format!("config: integrations[{index}].sink.{error}"));
             }
         }
         if errors.is_empty() {
@@ -412,13 +432,40 @@ pub struct IntegrationConfig {
     /// Unique among integrations; names it in logs and the API.
     #[serde(default = "default_integration_name")]
     pub name: String,
-    /// The sources routed: "issues", "notifications" (empty: both).
+    /// The sources routed: "issues", "notifications", "logs", "metrics", "health"
+    /// (empty: issues and notifications).
     #[serde(default, deserialize_with = "one_or_many")]
     pub source: Vec<EventSourceConfig>,
     pub sink: SinkConfig,
     /// Only issue events and notifications at least this severe.
     #[serde(default)]
     pub min_severity: Option<Severity>,
+    /// Only this tenant's events (default: every tenant).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Only these clusters' events (default: every cluster).
+    #[serde(default)]
+    pub clusters: Vec<String>,
+    /// How long one delivery attempt may take before it counts as failed (transient).
+    #[serde(default = "default_delivery_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The first retry's wait; it doubles per failure up to `backoff_max` (with jitter).
+    #[serde(default = "default_backoff_min", with = "humantime_serde")]
+    pub backoff_min: Duration,
+    #[serde(default = "default_backoff_max", with = "humantime_serde")]
+    pub backoff_max: Duration,
+}
+
+fn default_delivery_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_backoff_min() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_integration_name() -> String {
@@ -430,6 +477,9 @@ fn default_integration_name() -> String {
 pub enum EventSourceConfig {
     Issues,
     Notifications,
+    Logs,
+    Metrics,
+    Health,
 }
 
 fn one_or_many<'de, D>(deserializer: D) -> Result<Vec<EventSourceConfig>, D::Error>

@@ -1,130 +1,279 @@
-//! Where committed events go: every integration's queue and every operator watching.
+//! Where committed events go: every integration that admits them and every operator
+//! watching.
 //!
-//! Each integration has its own bounded queue and its own worker, so a slow sink never
-//! delays another sink, nor the store that publishes. Policies when full:
-//! - an integration's queue: the event is dropped for that integration and counted, with
-//!   an error in the log (the persistent, retrying outbox replaces this in a later issue);
+//! Routing happens twice, on purpose. Inside the store's commit, `admitting` names the
+//! integrations whose filters let an event through, and the store writes one outbox row
+//! per (event, integration) in the same transaction (`outbox`). After the commit,
+//! `publish` wakes those integrations' workers (`delivery`) and hands the events to
+//! watchers. Each integration has its own worker, so a slow or dead sink never delays
+//! another sink, nor the store that publishes (invariant 2). Policies when full:
+//! - an integration's wake-up is a `Notify` holding at most one permit: when one is
+//!   already pending, the new one is merged into it; the rows wait in the outbox, so
+//!   nothing is lost however far behind a sink is;
 //! - a watcher (WatchEvents) that falls behind the broadcast buffer loses the oldest
 //!   events and is told so (DATA_LOSS), instead of holding everyone back.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{EventSourceConfig, IntegrationConfig};
+use crate::delivery::{RetryPolicy, Worker};
 use crate::events::{Event, EventSource};
 use crate::model::Severity;
-use crate::sink::{self, Sink, SinkConfig};
 
-/// Events buffered per integration before its worker must catch up.
-const INTEGRATION_QUEUE: usize = 4096;
 /// Events buffered for watchers.
 const WATCH_BUFFER: usize = 4096;
 
 /// What an integration lets through.
-#[derive(Debug, Clone)]
-struct Filter {
-    sources: Vec<EventSource>,
-    min_severity: Option<Severity>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    /// Empty: issues and notifications.
+    pub sources: Vec<EventSource>,
+    /// Empty: every tenant.
+    pub tenant: String,
+    /// Empty: every cluster.
+    pub clusters: Vec<String>,
+    pub min_severity: Option<Severity>,
 }
 
 impl Filter {
-    fn admits(&self, event: &Event) -> bool {
-        (self.sources.is_empty() || self.sources.contains(&event.source()))
+    pub fn from_config(integration: &IntegrationConfig) -> Self {
+        Self {
+            sources: integration
+                .source
+                .iter()
+                .map(|source| match source {
+                    EventSourceConfig::Issues => EventSource::Issues,
+                    EventSourceConfig::Notifications => EventSource::Notifications,
+                    EventSourceConfig::Logs => EventSource::Logs,
+                    EventSourceConfig::Metrics => EventSource::Metrics,
+                    EventSourceConfig::Health => EventSource::Health,
+                })
+                .collect(),
+            tenant: integration.tenant.clone().unwrap_or_default(),
+            clusters: integration.clusters.clone(),
+            min_severity: integration.min_severity,
+        }
+    }
+
+    pub fn admits_source(&self, source: EventSource) -> bool {
+        if self.sources.is_empty() {
+            matches!(source, EventSource::Issues | EventSource::Notifications)
+        } else {
+            self.sources.contains(&source)
+        }
+    }
+
+    pub fn admits_place(&self, tenant: &str, cluster: &str) -> bool {
+        (self.tenant.is_empty() || self.tenant == tenant)
+            && (self.clusters.is_empty() || self.clusters.iter().any(|c| c == cluster))
+    }
+
+    pub fn admits(&self, event: &Event) -> bool {
+        self.admits_source(event.source())
+            && self.admits_place(event.tenant(), event.cluster())
             && self.min_severity.is_none_or(|min| event.severity() >= min)
     }
 }
 
 #[derive(Debug)]
 struct Route {
-    name: String,
+    config: IntegrationConfig,
     filter: Filter,
-    queue: mpsc::Sender<Arc<Event>>,
-    dropped: AtomicU64,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Inner {
+    routes: RwLock<Vec<Route>>,
+    /// Set once the store has opened the database (the outbox lives there).
+    db_path: Mutex<Option<PathBuf>>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: workers deliver what is due and end.
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 /// The publishing side. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Dispatch {
-    routes: Arc<Vec<Route>>,
+    inner: Arc<Inner>,
     watchers: broadcast::Sender<Arc<Event>>,
 }
 
+/// An integration could not be added or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("integration {0:?} exists already")]
+    Exists(String),
+    #[error("integration {0:?} does not exist")]
+    Unknown(String),
+}
+
 impl Dispatch {
-    /// Starts one worker per integration on `tasks`. The workers end once every
-    /// `Dispatch` handle is dropped and their queues are drained.
+    /// Routes for `integrations`. Their workers start on `tasks` once the store has
+    /// opened the database (`attach`); they end once every `Dispatch` handle is dropped
+    /// and what is due is delivered.
     pub fn start(integrations: &[IntegrationConfig], tasks: &TaskTracker) -> Self {
-        let mut routes = Vec::with_capacity(integrations.len());
-        for integration in integrations {
-            let (queue, events) = mpsc::channel(INTEGRATION_QUEUE);
-            let sink = match integration.sink {
-                SinkConfig::Log => sink::log::LogSink::stdout(),
-            };
-            tasks.spawn(deliver(integration.name.clone(), sink, events));
-            let sources = integration
-                .source
-                .iter()
-                .map(|source| match source {
-                    EventSourceConfig::Issues => EventSource::Issues,
-                    EventSourceConfig::Notifications => EventSource::Notifications,
-                })
-                .collect();
-            routes.push(Route {
-                name: integration.name.clone(),
-                filter: Filter {
-                    sources,
-                    min_severity: integration.min_severity,
-                },
-                queue,
-                dropped: AtomicU64::new(0),
-            });
-        }
+        let stop = CancellationToken::new();
+        let routes = integrations
+            .iter()
+            .map(|integration| Route {
+                config: integration.clone(),
+                filter: Filter::from_config(integration),
+                wake: Arc::new(Notify::new()),
+                stop: stop.child_token(),
+            })
+            .collect();
         let (watchers, _) = broadcast::channel(WATCH_BUFFER);
         Self {
-            routes: Arc::new(routes),
+            inner: Arc::new(Inner {
+                routes: RwLock::new(routes),
+                db_path: Mutex::new(None),
+                tasks: tasks.clone(),
+                stop,
+            }),
             watchers,
         }
     }
 
-    /// Hands committed events to every integration that admits them and to watchers.
+    /// The database is open and migrated: start every integration's worker.
+    pub fn attach(&self, db_path: &Path) {
+        *self
+            .inner
+            .db_path
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(db_path.to_owned());
+        let routes = self
+            .inner
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        for route in routes.iter() {
+            self.spawn_worker(route, db_path);
+        }
+    }
+
+    fn spawn_worker(&self, route: &Route, db_path: &Path) {
+        let worker = Worker {
+            integration: route.config.name.clone(),
+            sink: route.config.sink.clone(),
+            timeout: route.config.timeout,
+            retry: RetryPolicy {
+                min: route.config.backoff_min,
+                max: route.config.backoff_max,
+            },
+            db_path: db_path.to_owned(),
+            wake: Arc::clone(&route.wake),
+            stop: route.stop.clone(),
+        };
+        self.inner.tasks.spawn(worker.run());
+    }
+
+    /// Adds an integration at run time (the API); its worker starts at once.
+    pub fn add(&self, integration: IntegrationConfig) -> Result<(), RouteError> {
+        let mut routes = self
+            .inner
+            .routes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if routes
+            .iter()
+            .any(|route| route.config.name == integration.name)
+        {
+            return Err(RouteError::Exists(integration.name));
+        }
+        let route = Route {
+            filter: Filter::from_config(&integration),
+            config: integration,
+            wake: Arc::new(Notify::new()),
+            stop: self.inner.stop.child_token(),
+        };
+        if let Some(db_path) = self
+            .inner
+            .db_path
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_deref()
+        {
+            self.spawn_worker(&route, db_path);
+        }
+        routes.push(route);
+        Ok(())
+    }
+
+    /// Removes an integration; its worker stops after the attempt in flight.
+    pub fn remove(&self, name: &str) -> Result<IntegrationConfig, RouteError> {
+        let mut routes = self
+            .inner
+            .routes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let index = routes
+            .iter()
+            .position(|route| route.config.name == name)
+            .ok_or_else(|| RouteError::Unknown(name.to_owned()))?;
+        let route = routes.remove(index);
+        route.stop.cancel();
+        Ok(route.config)
+    }
+
+    /// The integrations, in the order they were added.
+    pub fn integrations(&self) -> Vec<IntegrationConfig> {
+        self.inner
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|route| route.config.clone())
+            .collect()
+    }
+
+    /// The integrations that admit `event`: the store writes an outbox row for each.
+    pub fn admitting(&self, event: &Event) -> Vec<String> {
+        self.inner
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|route| route.filter.admits(event))
+            .map(|route| route.config.name.clone())
+            .collect()
+    }
+
+    /// Hands committed events to watchers and wakes the integrations that admit them.
     /// Never waits.
     pub fn publish(&self, events: Vec<Event>) {
-        for event in events {
-            let event = Arc::new(event);
-            for route in self
+        {
+            let routes = self
+                .inner
                 .routes
-                .iter()
-                .filter(|route| route.filter.admits(&event))
-            {
-                if let Err(mpsc::error::TrySendError::Full(_)) =
-                    route.queue.try_send(Arc::clone(&event))
-                {
-                    let dropped = route.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::error!(
-                        integration = %route.name,
-                        event = event.id(),
-                        dropped,
-                        "integration queue full: event not delivered to it"
-                    );
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            for route in routes.iter() {
+                if events.iter().any(|event| route.filter.admits(event)) {
+                    route.wake.notify_one();
                 }
             }
+        }
+        for event in events {
             // No watcher is not an error.
-            let _ = self.watchers.send(event);
+            let _ = self.watchers.send(Arc::new(event));
         }
     }
 
     /// A live feed of events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.watchers.subscribe()
-    }
-}
-
-async fn deliver(name: String, mut sink: impl Sink, mut events: mpsc::Receiver<Arc<Event>>) {
-    while let Some(event) = events.recv().await {
-        if let Err(error) = sink.deliver(&event).await {
-            tracing::error!(integration = %name, event = event.id(), %error, "delivery failed");
-        }
     }
 }

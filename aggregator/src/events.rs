@@ -14,6 +14,12 @@ use crate::model::{NodeKey, Severity, Timestamp};
 pub enum EventSource {
     Issues,
     Notifications,
+    /// Log lines agents ship (routed, not stored).
+    Logs,
+    /// Host samples as metrics (routed, not stored).
+    Metrics,
+    /// Per-node health events (DESIGN §7, seed 004).
+    Health,
 }
 
 impl EventSource {
@@ -21,6 +27,9 @@ impl EventSource {
         match self {
             EventSource::Issues => "issues",
             EventSource::Notifications => "notifications",
+            EventSource::Logs => "logs",
+            EventSource::Metrics => "metrics",
+            EventSource::Health => "health",
         }
     }
 }

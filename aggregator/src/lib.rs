@@ -4,12 +4,13 @@
 //! Pure core (no I/O, time passed in): `model`, `window`, `detect`, `consensus`, `issue`,
 //! `engine`.
 //! Edges: `ingest` and `api` (gRPC), `monitor` (the task that owns the engine), `store`
-//! (SQLite), `dispatch` and `sink` (where events go), `server` (wiring), `up` (the
+//! (SQLite), `dispatch`, `outbox`, `delivery` and `sink` (where events go), `server` (wiring), `up` (the
 //! embedded default: aggregator and a local agent in one process).
 
 pub mod api;
 pub mod config;
 pub mod consensus;
+pub mod delivery;
 pub mod detect;
 pub mod dispatch;
 pub mod engine;
@@ -18,6 +19,7 @@ pub mod ingest;
 pub mod issue;
 pub mod model;
 pub mod monitor;
+pub mod outbox;
 pub mod server;
 pub mod sink;
 pub mod store;

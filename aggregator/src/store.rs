@@ -142,6 +142,8 @@ impl Store {
         migrate(&mut writer)?;
         let restored = restore(&writer)?;
         let reader = open(&path)?;
+        // The outbox's tables exist now: integrations' delivery workers may start.
+        dispatch.attach(&path);
 
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         let thread = std::thread::Builder::new()
@@ -271,6 +273,8 @@ const MIGRATIONS: &[&str] = &[
             text TEXT NOT NULL,
             origin TEXT NOT NULL
         );",
+    // 2: the delivery outbox (with dead letters) and integrations created through the API.
+    crate::outbox::MIGRATION,
 ];
 
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
@@ -307,7 +311,7 @@ fn write_loop(mut connection: Connection, mut queue: mpsc::Receiver<Write>, disp
                 Err(_) => break,
             }
         }
-        let result = commit(&mut connection, &group);
+        let result = commit(&mut connection, &group, &dispatch);
         if let Err(error) = &result {
             tracing::error!(%error, writes = group.len(), "store commit failed; nothing in it is acknowledged");
         }
@@ -326,8 +330,13 @@ fn write_loop(mut connection: Connection, mut queue: mpsc::Receiver<Write>, disp
     }
 }
 
-fn commit(connection: &mut Connection, group: &[Write]) -> Result<(), StoreError> {
+fn commit(
+    connection: &mut Connection,
+    group: &[Write],
+    dispatch: &Dispatch,
+) -> Result<(), StoreError> {
     let transaction = connection.transaction()?;
+    let now_ms = Timestamp::now().as_unix_ms();
     for write in group {
         for node in &write.nodes {
             upsert_node(&transaction, node)?;
@@ -337,6 +346,15 @@ fn commit(connection: &mut Connection, group: &[Write]) -> Result<(), StoreError
                 Event::Issue(event) => record_issue_event(&transaction, event)?,
                 Event::Notification(notification) => {
                     record_notification(&transaction, notification)?
+                }
+            }
+            // One outbox row per admitting integration, in the event's transaction.
+            let integrations = dispatch.admitting(event);
+            if !integrations.is_empty() {
+                let envelope = event.to_json();
+                for integration in integrations {
+                    let id = event.id();
+                    crate::outbox::enqueue(&transaction, &integration, id, &envelope, now_ms)?;
                 }
             }
         }

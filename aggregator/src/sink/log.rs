@@ -3,8 +3,9 @@
 
 use std::io::Write;
 
+use serde_json::Value;
+
 use super::{DeliveryError, Sink};
-use crate::events::Event;
 
 #[derive(Debug)]
 pub struct LogSink<W> {
@@ -24,8 +25,8 @@ impl<W: Write + Send + 'static> LogSink<W> {
         Self { out }
     }
 
-    fn write_line(&mut self, event: &Event) -> std::io::Result<()> {
-        let mut line = event.to_json().to_string();
+    fn write_line(&mut self, envelope: &Value) -> std::io::Result<()> {
+        let mut line = envelope.to_string();
         line.push('\n');
         // One write per line, so lines from concurrent writers never interleave.
         self.out.write_all(line.as_bytes())?;
@@ -34,8 +35,8 @@ impl<W: Write + Send + 'static> LogSink<W> {
 }
 
 impl<W: Write + Send + 'static> Sink for LogSink<W> {
-    async fn deliver(&mut self, event: &Event) -> Result<(), DeliveryError> {
-        self.write_line(event)
+    async fn deliver(&mut self, envelope: &Value) -> Result<(), DeliveryError> {
+        self.write_line(envelope)
             .map_err(|error| DeliveryError::Transient(format!("stdout: {error}")))
     }
 }
@@ -43,7 +44,7 @@ impl<W: Write + Send + 'static> Sink for LogSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::Notification;
+    use crate::events::{Event, Notification};
     use crate::model::{NodeKey, Severity, Timestamp};
 
     #[tokio::test]
@@ -61,8 +62,8 @@ mod tests {
             Timestamp::from_unix_ms(1_700_000_000_000),
         ));
         let mut sink = LogSink::new(Vec::new());
-        sink.deliver(&event).await.unwrap();
-        sink.deliver(&event).await.unwrap();
+        sink.deliver(&event.to_json()).await.unwrap();
+        sink.deliver(&event.to_json()).await.unwrap();
         let text = String::from_utf8(sink.out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);

@@ -1,15 +1,31 @@
 //! Sinks: the services events are delivered to. One module (or folder) per sink, each
 //! with its config and an implementation of `Sink`; this file is the registry: the
-//! `SinkConfig` enum and `build`. `dispatch` feeds the sinks. A sink knows its
-//! service's format and transport, nothing about routing, filtering or queues.
+//! `SinkConfig` enum, `build`, and `AnySink`, which a delivery worker drives. A sink
+//! knows its service's format and transport, nothing about routing, filtering, queues
+//! or retries (`dispatch` and `delivery` own those).
+//!
+//! A sink receives the event envelope (`events::Event::to_json`) rather than the typed
+//! event: the envelope is what the persistent outbox keeps, so a delivery that survives
+//! a restart is the same delivery.
 
+pub mod envelope;
+pub mod http;
 pub mod log;
+pub mod opsgenie;
+pub mod secret;
+pub mod slack;
+pub mod webhook;
+
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::future::Future;
+use std::time::Duration;
 
 use serde::Deserialize;
+use serde_json::Value;
 
-use crate::events::Event;
+pub use secret::Secret;
 
 /// The sink an integration delivers to, as written in `[[integrations]] sink = {...}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -17,6 +33,50 @@ use crate::events::Event;
 pub enum SinkConfig {
     /// Every event as one JSON line on stdout.
     Log,
+    /// The envelope as JSON, POSTed to a URL, optionally signed.
+    Webhook(webhook::WebhookConfig),
+    /// A message per event (incoming webhook) or per issue, edited in place (bot token).
+    Slack(slack::SlackConfig),
+    /// An alert per issue (alias = issue id): created, noted, closed.
+    Opsgenie(opsgenie::OpsgenieConfig),
+}
+
+impl SinkConfig {
+    /// The registry's name for this kind of sink, as in `type = "..."`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkConfig::Log => "log",
+            SinkConfig::Webhook(_) => "webhook",
+            SinkConfig::Slack(_) => "slack",
+            SinkConfig::Opsgenie(_) => "opsgenie",
+        }
+    }
+
+    /// Reads secret files and builds the sink; `timeout` bounds one request.
+    pub fn build(&self, timeout: Duration) -> Result<AnySink, SinkError> {
+        Ok(match self {
+            SinkConfig::Log => AnySink::Log(log::LogSink::stdout()),
+            SinkConfig::Webhook(config) => AnySink::Webhook(config.build(timeout)?),
+            SinkConfig::Slack(config) => AnySink::Slack(Box::new(config.build(timeout)?)),
+            SinkConfig::Opsgenie(config) => AnySink::Opsgenie(config.build(timeout)?),
+        })
+    }
+}
+
+/// A sink could not be built from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{field}: cannot read {path}: {source}")]
+    SecretFile {
+        field: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{field}: {problem}")]
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -24,12 +84,41 @@ pub enum DeliveryError {
     /// Worth retrying: the service may accept it later.
     #[error("transient: {0}")]
     Transient(String),
+    /// The service asked to wait (HTTP 429 `Retry-After`) before trying again.
+    #[error("throttled for {retry_after:?}: {reason}")]
+    Throttled {
+        retry_after: Duration,
+        reason: String,
+    },
     /// Retrying will not help; the event is dead-lettered.
     #[error("permanent: {0}")]
     Permanent(String),
 }
 
 pub trait Sink: Send + 'static {
-    /// Delivers one event; returns once the service has accepted it.
-    fn deliver(&mut self, event: &Event) -> impl Future<Output = Result<(), DeliveryError>> + Send;
+    /// Delivers one event envelope; returns once the service has accepted it.
+    fn deliver(
+        &mut self,
+        envelope: &Value,
+    ) -> impl Future<Output = Result<(), DeliveryError>> + Send;
+}
+
+/// Every built sink, so a worker can own "a sink" without boxing futures.
+#[derive(Debug)]
+pub enum AnySink {
+    Log(log::LogSink<std::io::Stdout>),
+    Webhook(webhook::WebhookSink),
+    Slack(Box<slack::SlackSink>),
+    Opsgenie(opsgenie::OpsgenieSink),
+}
+
+impl Sink for AnySink {
+    async fn deliver(&mut self, envelope: &Value) -> Result<(), DeliveryError> {
+        match self {
+            AnySink::Log(sink) => sink.deliver(envelope).await,
+            AnySink::Webhook(sink) => sink.deliver(envelope).await,
+            AnySink::Slack(sink) => sink.deliver(envelope).await,
+            AnySink::Opsgenie(sink) => sink.deliver(envelope).await,
+        }
+    }
 }
