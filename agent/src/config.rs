@@ -30,6 +30,12 @@ pub struct AgentConfig {
     pub aggregator: AggregatorConfig,
     pub host: HostConfig,
     pub outbox: OutboxConfig,
+    /// The local database node's view of its cluster; absent means no gossip probe.
+    pub gossip: Option<GossipConfig>,
+    /// Log files to tail and ship line by line (`[[logs]]`).
+    pub logs: Vec<LogConfig>,
+    /// How the agent's own log lines are written to stderr; `--log-format` overrides it.
+    pub log_format: LogFormat,
 }
 
 impl Default for AgentConfig {
@@ -41,8 +47,22 @@ impl Default for AgentConfig {
             aggregator: AggregatorConfig::default(),
             host: HostConfig::default(),
             outbox: OutboxConfig::default(),
+            gossip: None,
+            logs: Vec::new(),
+            log_format: LogFormat::Plain,
         }
     }
+}
+
+/// The agent's own log output on stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (what the journal shows best).
+    #[default]
+    Plain,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Who this node is (DESIGN §3).
@@ -63,14 +83,23 @@ pub struct IdentityConfig {
     pub labels: BTreeMap<String, String>,
 }
 
-/// Where the aggregator is.
+/// Where the aggregator is and how to prove who we are to it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AggregatorConfig {
-    /// Required; `http://host:port`.
+    /// Required; `http://host:port` or `https://host:port`.
     pub url: String,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// PEM file of the CA(s) that sign the aggregator's certificate (https only; default:
+    /// the system's CA bundle).
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate and key for mutual TLS; both or neither.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// A file holding the bearer token sent with the stream (`authorization: Bearer …` and
+    /// `Hello.token`). Surrounding whitespace is ignored. The token is never logged.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AggregatorConfig {
@@ -78,6 +107,93 @@ impl Default for AggregatorConfig {
         AggregatorConfig {
             url: String::new(),
             connect_timeout: Duration::from_secs(5),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            token_file: None,
+        }
+    }
+}
+
+/// Which database the gossip probe asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GossipAdapter {
+    /// `GET /gossip`.
+    Eventstoredb,
+    /// `GET /_cat/nodes` and `GET /_cluster/health`.
+    Elasticsearch,
+}
+
+impl GossipAdapter {
+    /// The name sent in `GossipSample.adapter`.
+    pub fn name(self) -> &'static str {
+        match self {
+            GossipAdapter::Eventstoredb => "eventstoredb",
+            GossipAdapter::Elasticsearch => "elasticsearch",
+        }
+    }
+}
+
+/// The gossip probe (DESIGN §4): the local database node's view of its cluster.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GossipConfig {
+    /// Required.
+    pub adapter: Option<GossipAdapter>,
+    /// Required: the local node's HTTP base URL, e.g. `https://127.0.0.1:2113`.
+    pub url: String,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// For the whole query: connect, TLS, request and answer.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// PEM file of the CA(s) that sign the node's certificate (default: the system's).
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate and key, when the node asks for a client certificate.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// Accept any certificate (test clusters with self-signed certificates only).
+    pub insecure_skip_verify: bool,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        GossipConfig {
+            adapter: None,
+            url: String::new(),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            insecure_skip_verify: false,
+        }
+    }
+}
+
+/// One log file (or a `*`/`?` pattern in its file name) to tail.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Required: an absolute path; the file name may contain `*` and `?`.
+    pub path: String,
+    /// How often the files are checked for new lines, rotation and truncation.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Longer lines are cut to this many bytes (and counted).
+    pub max_line_bytes: usize,
+    /// At most this many lines go into one batch.
+    pub max_lines_per_batch: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            path: String::new(),
+            poll_interval: Duration::from_secs(1),
+            max_line_bytes: 16 * 1024,
+            max_lines_per_batch: 500,
         }
     }
 }
@@ -229,6 +345,25 @@ impl AgentConfig {
         if self.aggregator.connect_timeout.is_zero() {
             problems.add("aggregator.connect_timeout", "must be more than 0s");
         }
+        check_client_identity(
+            &mut problems,
+            "aggregator",
+            &self.aggregator.client_cert_file,
+            &self.aggregator.client_key_file,
+        );
+        if !self.aggregator.url.starts_with("https://") {
+            for (field, value) in [
+                ("ca_file", &self.aggregator.ca_file),
+                ("client_cert_file", &self.aggregator.client_cert_file),
+            ] {
+                if value.is_some() {
+                    problems.add(
+                        format!("aggregator.{field}"),
+                        "needs an https:// aggregator.url",
+                    );
+                }
+            }
+        }
 
         if self.host.interval < MIN_INTERVAL {
             problems.add(
@@ -263,6 +398,72 @@ impl AgentConfig {
         }
         if self.outbox.max_bytes == 0 {
             problems.add("outbox.max_bytes", "must be at least 1");
+        }
+
+        if let Some(gossip) = &self.gossip {
+            if gossip.adapter.is_none() {
+                problems.add(
+                    "gossip.adapter",
+                    "is required (\"eventstoredb\" or \"elasticsearch\")",
+                );
+            }
+            check_url(&mut problems, "gossip.url", &gossip.url);
+            if gossip.interval < MIN_INTERVAL {
+                problems.add(
+                    "gossip.interval",
+                    format!(
+                        "must be at least {}",
+                        humantime::format_duration(MIN_INTERVAL)
+                    ),
+                );
+            }
+            if gossip.timeout.is_zero() {
+                problems.add("gossip.timeout", "must be more than 0s");
+            }
+            check_client_identity(
+                &mut problems,
+                "gossip",
+                &gossip.client_cert_file,
+                &gossip.client_key_file,
+            );
+        }
+
+        for (idx, log) in self.logs.iter().enumerate() {
+            if log.path.is_empty() {
+                problems.add(format!("logs[{idx}].path"), "is required");
+            } else if !log.path.starts_with('/') {
+                problems.add(
+                    format!("logs[{idx}].path"),
+                    format!("{:?} is not an absolute path", log.path),
+                );
+            } else if log
+                .path
+                .rsplit_once('/')
+                .is_some_and(|(dir, _)| dir.contains(['*', '?']))
+            {
+                problems.add(
+                    format!("logs[{idx}].path"),
+                    format!("{:?}: only the file name may contain '*' or '?'", log.path),
+                );
+            }
+            if log.poll_interval < MIN_INTERVAL {
+                problems.add(
+                    format!("logs[{idx}].poll_interval"),
+                    format!(
+                        "must be at least {}",
+                        humantime::format_duration(MIN_INTERVAL)
+                    ),
+                );
+            }
+            if log.max_line_bytes == 0 {
+                problems.add(format!("logs[{idx}].max_line_bytes"), "must be at least 1");
+            }
+            if log.max_lines_per_batch == 0 {
+                problems.add(
+                    format!("logs[{idx}].max_lines_per_batch"),
+                    "must be at least 1",
+                );
+            }
         }
 
         problems.into_result()
@@ -311,20 +512,36 @@ fn check_name(problems: &mut Problems, field: &str, value: &str, required: bool)
     }
 }
 
+/// A client certificate needs its key and the reverse.
+fn check_client_identity(
+    problems: &mut Problems,
+    section: &str,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+) {
+    match (cert, key) {
+        (Some(_), None) => problems.add(
+            format!("{section}.client_key_file"),
+            "is required with client_cert_file",
+        ),
+        (None, Some(_)) => problems.add(
+            format!("{section}.client_cert_file"),
+            "is required with client_key_file",
+        ),
+        _ => {}
+    }
+}
+
 fn check_url(problems: &mut Problems, field: &str, url: &str) {
     if url.is_empty() {
         problems.add(field, "is required");
         return;
     }
-    if url.starts_with("https://") {
+    if !url.starts_with("http://") && !url.starts_with("https://") {
         problems.add(
             field,
-            "https is not supported yet (TLS comes in a later release); use http://",
+            format!("{url:?} must start with http:// or https://"),
         );
-        return;
-    }
-    if !url.starts_with("http://") {
-        problems.add(field, format!("{url:?} must start with http://"));
         return;
     }
     match url.parse::<tonic::codegen::http::Uri>() {
@@ -384,7 +601,7 @@ mod tests {
             node = "db/1"
             service_instance_id = "not-a-uuid"
             [aggregator]
-            url = "https://agg:7170"
+            url = "ftp://agg:7170"
             connect_timeout = "0s"
             [host]
             interval = "50ms"
@@ -426,7 +643,7 @@ mod tests {
             "{rendered}"
         );
         assert!(
-            rendered.contains("config: aggregator.url: https is not supported yet"),
+            rendered.contains("config: aggregator.url: \"ftp://agg:7170\" must start with"),
             "{rendered}"
         );
     }
@@ -448,6 +665,7 @@ mod tests {
         for (url, ok) in [
             ("http://127.0.0.1:7170", true),
             ("http://agg.example:7170/", true),
+            ("https://agg.example:7170", true),
             ("ftp://agg:7170", false),
             ("127.0.0.1:7170", false),
             ("http://", false),
@@ -479,5 +697,62 @@ mod tests {
             .unwrap()
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn gossip_logs_and_tls_sections_are_checked_together() {
+        let text = format!(
+            r#"{MINIMAL}
+            client_cert_file = "/etc/hostwatch/agent.pem"
+            [gossip]
+            url = "tcp://127.0.0.1:2113"
+            interval = "10ms"
+            timeout = "0s"
+            client_key_file = "/etc/hostwatch/es.key"
+            [[logs]]
+            path = "var/log/x.json"
+            [[logs]]
+            path = "/var/log/*/x.json"
+            max_lines_per_batch = 0
+            "#
+        );
+        let err = AgentConfig::parse(&text, "test")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            invalid_fields(err),
+            [
+                "aggregator.client_key_file",
+                "aggregator.client_cert_file",
+                "gossip.adapter",
+                "gossip.url",
+                "gossip.interval",
+                "gossip.timeout",
+                "gossip.client_cert_file",
+                "logs[0].path",
+                "logs[1].path",
+                "logs[1].max_lines_per_batch",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_gossip_section_with_defaults() {
+        let text = format!(
+            "log_format = \"json\"\n{MINIMAL}\n[gossip]\nadapter = \"elasticsearch\"\n\
+             url = \"https://127.0.0.1:9200\"\ninsecure_skip_verify = true\n\
+             [[logs]]\npath = \"/var/log/eventstore/*.json\"\n"
+        );
+        let config = AgentConfig::parse(&text, "test").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        let gossip = config.gossip.unwrap();
+        assert_eq!(gossip.adapter, Some(GossipAdapter::Elasticsearch));
+        assert_eq!(gossip.interval, Duration::from_secs(30));
+        assert_eq!(gossip.timeout, Duration::from_secs(5));
+        assert!(gossip.insecure_skip_verify);
+        assert_eq!(config.logs[0].poll_interval, Duration::from_secs(1));
+        assert!(AgentConfig::parse(MINIMAL, "test").unwrap().gossip.is_none());
     }
 }

@@ -1,7 +1,9 @@
 //! The hostwatch agent: samples this host and streams the samples to the aggregator.
 //!
 //! ```text
-//! probe::HostProbe ──(every host.interval)──► Outbox ──(Notify)──► uplink ──► aggregator
+//! probe::HostProbe   ──(every host.interval)───┐
+//! probe::GossipProbe ──(every gossip.interval)─┼─► Outbox ──(Notify)──► uplink ──► aggregator
+//! probe::LogTailer   ──(every poll_interval)───┘   (spooled)
 //! ```
 //!
 //! [`Agent`] composes the pieces and is the only entry point: build it from a validated
@@ -15,6 +17,7 @@ pub mod identity;
 pub mod outbox;
 pub mod probe;
 mod state;
+pub mod tls;
 mod uplink;
 
 use std::future::Future;
@@ -24,11 +27,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proto::v1::{Hello, NodeIdentity, ProbeInfo, Sample, sample};
 use tokio::sync::{Notify, watch};
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 pub use config::{AgentConfig, ConfigError};
 pub use outbox::Outbox;
-pub use probe::{HostProbe, ProbeError};
+pub use probe::{GossipProbe, HostProbe, LogTailer, ProbeError};
+pub use tls::TlsError;
 
 use uplink::{SharedOutbox, Uplink, lock};
 
@@ -63,6 +67,36 @@ pub enum AgentError {
     },
     #[error("config: aggregator.url: {url:?}: {message}")]
     Endpoint { url: String, message: String },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("config: aggregator.token_file: cannot read {}: {source}", path.display())]
+    TokenRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token itself is never part of the message.
+    #[error("config: aggregator.token_file: {}: {message}", path.display())]
+    Token {
+        path: PathBuf,
+        message: &'static str,
+    },
+}
+
+/// A bearer token: shown as `<redacted>` by `Debug`, so it cannot reach a log by accident.
+#[derive(Clone)]
+pub(crate) struct Secret(String);
+
+impl Secret {
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// A built agent, ready to run: identity resolved, state directory opened, probe ready.
@@ -73,7 +107,10 @@ pub struct Agent {
     shutdown_grace: Duration,
     open_timeout: Duration,
     endpoint: Endpoint,
+    token: Option<Secret>,
     probe: HostProbe,
+    gossip: Option<(GossipProbe, Duration)>,
+    logs: Option<(LogTailer, Duration)>,
     outbox: Outbox,
 }
 
@@ -92,22 +129,36 @@ impl Agent {
             },
         )?;
         let probe = HostProbe::new(&config.host)?;
-        let endpoint = Endpoint::from_shared(config.aggregator.url.clone())
-            .map_err(|err| AgentError::Endpoint {
-                url: config.aggregator.url.clone(),
-                message: err.to_string(),
-            })?
-            .connect_timeout(config.aggregator.connect_timeout)
-            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
+        let endpoint = uplink_endpoint(&config.aggregator)?;
+        let token = config
+            .aggregator
+            .token_file
+            .as_deref()
+            .map(read_token)
+            .transpose()?;
+        let gossip = match &config.gossip {
+            Some(gossip) => Some((GossipProbe::new(gossip)?, gossip.interval)),
+            None => None,
+        };
+        let logs = (!config.logs.is_empty()).then(|| {
+            let poll_interval = config
+                .logs
+                .iter()
+                .map(|log| log.poll_interval)
+                .min()
+                .unwrap_or(Duration::from_secs(1));
+            (LogTailer::new(&config.logs), poll_interval)
+        });
         Ok(Agent {
             identity,
             host_interval: config.host.interval,
             shutdown_grace: config.shutdown_grace,
             open_timeout: config.aggregator.connect_timeout,
             endpoint,
+            token,
             probe,
+            gossip,
+            logs,
             outbox,
         })
     }
@@ -129,16 +180,25 @@ impl Agent {
             shutdown_grace,
             open_timeout,
             endpoint,
+            token,
             probe,
+            gossip,
+            logs,
             outbox,
         } = self;
+        let mut probes = vec![probe_info("host", host_interval)];
+        if let Some((_, interval)) = &gossip {
+            probes.push(probe_info("gossip", *interval));
+        }
+        if logs.is_some() {
+            // Event-driven: silence says nothing about the node.
+            probes.push(probe_info("logs", Duration::ZERO));
+        }
         let hello = Hello {
             identity: Some(identity),
             agent_version: AGENT_VERSION.to_owned(),
-            probes: vec![ProbeInfo {
-                name: "host".to_owned(),
-                interval_ms: u64::try_from(host_interval.as_millis()).unwrap_or(u64::MAX),
-            }],
+            probes,
+            // Filled in per stream by the uplink, which holds the token.
             token: String::new(),
             oldest_unacked_seq: 0,
             seq_epoch: outbox.seq_epoch().to_owned(),
@@ -150,23 +210,44 @@ impl Agent {
         let uplink = Uplink::new(
             endpoint,
             hello,
+            token,
             open_timeout,
             Arc::clone(&outbox),
             Arc::clone(&batch_ready),
         )
         .run(draining);
         tokio::pin!(uplink);
-        let sampler = sample_host(probe, host_interval, Arc::clone(&outbox), batch_ready);
+        let queue = Queue {
+            outbox: Arc::clone(&outbox),
+            batch_ready,
+        };
+        let host_sampler = sample_host(probe, host_interval, queue.clone());
+        let gossip_sampler = async {
+            match gossip {
+                Some((probe, interval)) => sample_gossip(probe, interval, queue.clone()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let log_tailer = async {
+            match logs {
+                Some((tailer, poll_interval)) => {
+                    tail_logs(tailer, poll_interval, queue.clone()).await
+                }
+                None => std::future::pending().await,
+            }
+        };
 
         tracing::info!(interval = %humantime::format_duration(host_interval), "agent started");
         tokio::select! {
             () = shutdown => {}
-            // Neither returns before draining starts; listed so that both are polled.
-            () = sampler => {}
+            // None returns before draining starts; listed so that all are polled.
+            () = host_sampler => {}
+            () = gossip_sampler => {}
+            () = log_tailer => {}
             () = &mut uplink => {}
         }
 
-        // The sampler future is gone: no new batches from here on.
+        // The sampler futures are gone: no new batches from here on.
         draining_sender.send_replace(true);
         let unacked = lock(&outbox).len();
         tracing::info!(
@@ -189,16 +270,55 @@ impl Agent {
     }
 }
 
-/// Takes a host sample every `interval` and queues it as a batch of its own. Never waits
-/// for the network: the outbox drops its oldest batch rather than refuse a new one.
-async fn sample_host(
-    mut probe: HostProbe,
-    interval: Duration,
+/// Where probes put their samples: the outbox, and the uplink's wake-up call.
+#[derive(Clone)]
+struct Queue {
     outbox: SharedOutbox,
     batch_ready: Arc<Notify>,
-) {
+}
+
+impl Queue {
+    /// Numbers `samples` as one batch and spools it. Never waits for the network: the
+    /// outbox drops its oldest batch rather than refuse a new one. `dropping` remembers
+    /// whether the last push dropped, so that a full outbox is logged once, not per batch.
+    fn push(&self, samples: Vec<Sample>, dropping: &mut bool) {
+        let pushed = lock(&self.outbox).push(samples);
+        match pushed {
+            Ok(pushed) => {
+                match (pushed.dropped.last(), *dropping) {
+                    (Some(seq), false) => {
+                        tracing::warn!(
+                            dropped_seq = seq,
+                            "outbox full: dropping the oldest batches"
+                        )
+                    }
+                    (None, true) => tracing::info!("outbox has room again"),
+                    _ => {}
+                }
+                *dropping = !pushed.dropped.is_empty();
+                self.batch_ready.notify_one();
+            }
+            Err(err) => tracing::error!("samples discarded: cannot spool their batch: {err}"),
+        }
+    }
+}
+
+fn ticker(interval: Duration) -> tokio::time::Interval {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
+}
+
+fn probe_info(name: &str, interval: Duration) -> ProbeInfo {
+    ProbeInfo {
+        name: name.to_owned(),
+        interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// Takes a host sample every `interval` and queues it as a batch of its own.
+async fn sample_host(mut probe: HostProbe, interval: Duration, queue: Queue) {
+    let mut ticker = ticker(interval);
     let mut dropping = false;
     loop {
         ticker.tick().await;
@@ -214,25 +334,129 @@ async fn sample_host(
             time_unix_ms,
             kind: Some(sample::Kind::Host(host)),
         }];
-        let pushed = lock(&outbox).push(samples);
-        match pushed {
-            Ok(pushed) => {
-                match (pushed.dropped.last(), dropping) {
-                    (Some(seq), false) => {
-                        tracing::warn!(
-                            dropped_seq = seq,
-                            "outbox full: dropping the oldest batches"
-                        )
-                    }
-                    (None, true) => tracing::info!("outbox has room again"),
-                    _ => {}
-                }
-                dropping = !pushed.dropped.is_empty();
-                batch_ready.notify_one();
+        queue.push(samples, &mut dropping);
+    }
+}
+
+/// Asks the database for its cluster view every `interval`; a failed query is queued too.
+async fn sample_gossip(probe: GossipProbe, interval: Duration, queue: Queue) {
+    let mut ticker = ticker(interval);
+    let mut dropping = false;
+    let mut failing = false;
+    loop {
+        ticker.tick().await;
+        let time_unix_ms = unix_ms(SystemTime::now());
+        let gossip = probe.sample().await;
+        match (gossip.ok, failing) {
+            (false, false) => tracing::warn!(
+                adapter = probe.adapter().name(),
+                "gossip query failed: {}",
+                gossip.error
+            ),
+            (true, true) => {
+                tracing::info!(adapter = probe.adapter().name(), "gossip query ok again")
             }
-            Err(err) => tracing::error!("sample discarded: cannot number its batch: {err}"),
+            _ => {}
+        }
+        failing = !gossip.ok;
+        let samples = vec![Sample {
+            time_unix_ms,
+            kind: Some(sample::Kind::Gossip(gossip)),
+        }];
+        queue.push(samples, &mut dropping);
+    }
+}
+
+/// Ships the lines appended to the tailed files every `poll_interval`, in batches of at
+/// most the configured number of lines.
+async fn tail_logs(mut tailer: LogTailer, poll_interval: Duration, queue: Queue) {
+    let mut ticker = ticker(poll_interval);
+    let mut dropping = false;
+    loop {
+        ticker.tick().await;
+        loop {
+            let polled = tailer.poll();
+            if polled.cut_lines > 0 {
+                tracing::warn!(
+                    cut_lines = polled.cut_lines,
+                    cut_lines_total = tailer.cut_lines_total,
+                    "log lines longer than max_line_bytes were cut"
+                );
+            }
+            if !polled.records.is_empty() {
+                let time_unix_ms = unix_ms(SystemTime::now());
+                let samples = polled
+                    .records
+                    .into_iter()
+                    .map(|record| Sample {
+                        time_unix_ms,
+                        kind: Some(sample::Kind::Log(record)),
+                    })
+                    .collect();
+                queue.push(samples, &mut dropping);
+            }
+            if !polled.more {
+                break;
+            }
+            // Let the uplink and the other probes run between batches of a long backlog.
+            tokio::task::yield_now().await;
         }
     }
+}
+
+/// The gRPC endpoint of the aggregator, with TLS when its URL is `https`.
+fn uplink_endpoint(config: &config::AggregatorConfig) -> Result<Endpoint, AgentError> {
+    let endpoint_error = |message: String| AgentError::Endpoint {
+        url: config.url.clone(),
+        message,
+    };
+    let mut endpoint = Endpoint::from_shared(config.url.clone())
+        .map_err(|err| endpoint_error(err.to_string()))?
+        .connect_timeout(config.connect_timeout)
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+    if config.url.starts_with("https://") {
+        let files = tls::TlsFiles {
+            section: "aggregator",
+            ca_file: config.ca_file.as_deref(),
+            client_cert_file: config.client_cert_file.as_deref(),
+            client_key_file: config.client_key_file.as_deref(),
+        };
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(files.ca_pem()?));
+        if let Some(identity) = files.client_identity_pem()? {
+            tls = tls.identity(Identity::from_pem(identity.cert, identity.key));
+        }
+        if let Some(host) = endpoint.uri().host() {
+            tls = tls.domain_name(host.trim_start_matches('[').trim_end_matches(']'));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|err| endpoint_error(format!("TLS: {err}")))?;
+    }
+    Ok(endpoint)
+}
+
+/// Reads the bearer token; it must be one line of visible ASCII (it goes into a header).
+fn read_token(path: &std::path::Path) -> Result<Secret, AgentError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AgentError::TokenRead {
+        path: path.to_owned(),
+        source,
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(AgentError::Token {
+            path: path.to_owned(),
+            message: "is empty",
+        });
+    }
+    if !token.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(AgentError::Token {
+            path: path.to_owned(),
+            message: "the token must be one word of visible ASCII characters",
+        });
+    }
+    Ok(Secret(token.to_owned()))
 }
 
 fn unix_ms(time: SystemTime) -> i64 {

@@ -21,6 +21,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
+use crate::Secret;
 use crate::outbox::Outbox;
 
 /// The outbox as the sampler and the uplink share it.
@@ -79,8 +80,11 @@ enum SessionEnd {
 
 pub(crate) struct Uplink {
     endpoint: Endpoint,
-    /// Sent at the start of every stream, with `oldest_unacked_seq` filled in per stream.
+    /// Sent at the start of every stream, with `oldest_unacked_seq` and the token filled in
+    /// per stream.
     hello: Hello,
+    /// Sent as `authorization: Bearer …` and in `Hello.token`; never logged.
+    token: Option<Secret>,
     /// How long to wait for the aggregator to answer the stream call.
     open_timeout: Duration,
     outbox: SharedOutbox,
@@ -92,6 +96,7 @@ impl Uplink {
     pub(crate) fn new(
         endpoint: Endpoint,
         hello: Hello,
+        token: Option<Secret>,
         open_timeout: Duration,
         outbox: SharedOutbox,
         batch_ready: Arc<Notify>,
@@ -104,6 +109,7 @@ impl Uplink {
         Uplink {
             endpoint,
             hello,
+            token,
             open_timeout,
             outbox,
             batch_ready,
@@ -166,6 +172,11 @@ impl Uplink {
         let (sender, receiver) = mpsc::channel::<AgentMessage>(SEND_BUFFER);
         let hello = Hello {
             oldest_unacked_seq: lock(&self.outbox).oldest_seq().unwrap_or(0),
+            token: self
+                .token
+                .as_ref()
+                .map(|token| token.expose().to_owned())
+                .unwrap_or_default(),
             ..self.hello.clone()
         };
         // The channel is empty, so this cannot wait; it fails only if the receiver is gone.
@@ -178,7 +189,18 @@ impl Uplink {
         {
             return lost("request stream closed before hello".to_owned());
         }
-        let call = client.stream(ReceiverStream::new(receiver));
+        let mut request = tonic::Request::new(ReceiverStream::new(receiver));
+        if let Some(token) = &self.token {
+            // Checked to be visible ASCII when it was read, so this cannot fail.
+            if let Ok(mut value) = format!("Bearer {}", token.expose())
+                .parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>(
+            ) {
+                // Keeps it out of Debug output and out of HPACK's dynamic table.
+                value.set_sensitive(true);
+                request.metadata_mut().insert("authorization", value);
+            }
+        }
+        let call = client.stream(request);
         let mut inbound = match tokio::time::timeout(self.open_timeout, call).await {
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) => return lost(describe_status(&status)),

@@ -21,7 +21,7 @@ fn check_config_prints_every_error_and_fails() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write_config(
         &dir,
-        "[identity]\ncluster = \"a b\"\n[aggregator]\nurl = \"https://agg:7170\"\n\
+        "[identity]\ncluster = \"a b\"\n[aggregator]\nurl = \"ftp://agg:7170\"\n\
          [host]\ninterval = \"10ms\"\n",
     );
     let output = agent(&["check-config", "--config", &path]);

@@ -1,12 +1,19 @@
 //! Probes: each one samples one thing on this machine and returns it as the proto's sample
-//! type. One file per probe (`host` now; `gossip` comes later).
+//! type. One module per probe: `host` (load, memory, disks), `gossip` (the local database
+//! node's view of its cluster) and `logs` (lines appended to log files).
 //!
-//! Probes do not know about batches, seqs, the outbox or the network, and they never block
-//! on anything but local reads: scheduling them is [`crate::Agent`]'s job.
+//! Probes do not know about batches, seqs, the outbox or the network to the aggregator:
+//! scheduling them and queueing what they return is [`crate::Agent`]'s job. `host` and
+//! `logs` only read local files; `gossip` asks the local database over HTTP, bounded by its
+//! timeout.
 
+pub mod gossip;
 pub mod host;
+pub mod logs;
 
+pub use gossip::GossipProbe;
 pub use host::HostProbe;
+pub use logs::LogTailer;
 
 /// Why a probe could not take a sample.
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,8 @@
 // Each test binary uses a different part of this module, and `pub` here means "for the tests".
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod tls;
+
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
