@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use agent::Agent;
-use agent::config::AgentConfig;
+use agent::config::{AgentConfig, LogFormat};
 use agent::probe::HostProbe;
 use agent::probe::host::HostSampleView;
 use clap::{Parser, Subcommand};
@@ -19,6 +19,9 @@ use tracing_subscriber::EnvFilter;
     about = "Samples this host and streams the samples to the hostwatch aggregator"
 )]
 struct Cli {
+    /// How log lines are written to stderr (default: the config's log_format, else plain).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,10 +51,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let result = match cli.command {
-        Command::Run { config } => run(&config),
-        Command::Sample { once, config } => sample(once, config.as_deref()),
+        Command::Run { config } => run(&config, cli.log_format),
+        Command::Sample { once, config } => {
+            init_logging(cli.log_format.unwrap_or_default());
+            sample(once, config.as_deref())
+        }
         Command::CheckConfig { config } => Ok(check_config(&config)),
     };
     match result {
@@ -64,17 +69,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs go to stderr, which systemd hands to the journal: plain lines without colours
+/// unless stderr is a terminal, or one JSON object per line.
+fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
-fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+fn run(config_path: &Path, log_format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
+    // Read before logging starts: the config may choose the log format. Its errors are
+    // printed by main either way.
     let config = AgentConfig::load(config_path)?;
+    init_logging(log_format.unwrap_or(config.log_format));
     let agent = Agent::new(config)?;
     // One thread: the agent waits on a timer and one socket, and must stay tiny.
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -141,3 +141,49 @@ fn sample_once_prints_one_json_object_with_the_documented_keys() {
     let core_load = sample["core_load"].as_f64().expect("core_load");
     assert!((core_load - load1 / cores).abs() < 1e-9);
 }
+
+#[test]
+fn run_logs_json_lines_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Nothing listens on port 1: the agent logs its start and its failed connection.
+    let path = write_config(
+        &dir,
+        &format!(
+            "state_dir = \"{}\"\nshutdown_grace = \"1s\"\n[identity]\ntenant = \"acme\"\n\
+             cluster = \"orders-db\"\n[aggregator]\nurl = \"http://127.0.0.1:1\"\n",
+            dir.path().join("state").display()
+        ),
+    );
+    for (args, json) in [
+        (vec!["--log-format", "json", "run", "--config", &path], true),
+        (vec!["run", "--config", &path], false),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hostwatch-agent"))
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("hostwatch-agent runs");
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        child.kill().expect("kill");
+        let output = child.wait_with_output().expect("output");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert!(
+            lines.iter().any(|l| l.contains("agent started")),
+            "{stderr}"
+        );
+        for line in lines {
+            let parsed = serde_json::from_str::<serde_json::Value>(line);
+            if json {
+                let value = parsed.unwrap_or_else(|err| panic!("{err}: {line}"));
+                assert!(
+                    value["level"].is_string() && value["fields"].is_object(),
+                    "{line}"
+                );
+            } else {
+                assert!(parsed.is_err(), "plain by default: {line}");
+            }
+        }
+    }
+}

@@ -53,6 +53,7 @@ struct TestIngest {
     connections: Arc<AtomicUsize>,
     seen: mpsc::UnboundedSender<Seen>,
     policy: Policy,
+    authorizations: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 #[tonic::async_trait]
@@ -64,6 +65,12 @@ impl Ingest for TestIngest {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
         let conn = self.connections.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(value) = request.metadata().get("authorization") {
+            self.authorizations
+                .lock()
+                .unwrap()
+                .push(value.to_str().unwrap_or("<not ascii>").to_owned());
+        }
         let mut inbound = request.into_inner();
         let (replies, replies_rx) = mpsc::channel(64);
         let seen = self.seen.clone();
@@ -128,19 +135,36 @@ impl Ingest for TestIngest {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub seen: mpsc::UnboundedReceiver<Seen>,
+    /// The `authorization` metadata of every stream call, in order.
+    pub authorizations: Arc<std::sync::Mutex<Vec<String>>>,
     _task: JoinHandle<()>,
 }
 
 pub async fn start_server(listener: TcpListener, policy: Policy) -> TestServer {
+    start_server_with(listener, policy, None).await
+}
+
+/// Like [`start_server`], over TLS when `tls` is given.
+pub async fn start_server_with(
+    listener: TcpListener,
+    policy: Policy,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> TestServer {
     let addr = listener.local_addr().unwrap();
     let (seen_tx, seen) = mpsc::unbounded_channel();
+    let authorizations = Arc::default();
     let service = TestIngest {
         connections: Arc::default(),
         seen: seen_tx,
         policy,
+        authorizations: Arc::clone(&authorizations),
     };
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).unwrap();
+    }
     let task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        builder
             .add_service(IngestServer::new(service))
             .serve_with_incoming(TcpListenerStream::new(listener))
             .await
@@ -149,6 +173,7 @@ pub async fn start_server(listener: TcpListener, policy: Policy) -> TestServer {
     TestServer {
         addr,
         seen,
+        authorizations,
         _task: task,
     }
 }
