@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::AuthConfig;
 use crate::model::Severity;
 use crate::sink::SinkConfig;
 
@@ -40,6 +41,9 @@ pub struct AggregatorConfig {
     pub ingest: IngestConfig,
     #[serde(default)]
     pub rules: RulesConfig,
+    /// Tokens and TLS; without tokens the listener must be on loopback.
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// Where events go. Without any, events are only kept and shown through the API.
     #[serde(default)]
     pub integrations: Vec<IntegrationConfig>,
@@ -83,6 +87,7 @@ impl AggregatorConfig {
             data_dir,
             ingest: IngestConfig::default(),
             rules: RulesConfig::default(),
+            auth: AuthConfig::default(),
             integrations: vec![IntegrationConfig {
                 name: "log".to_owned(),
                 source: Vec::new(),
@@ -102,6 +107,8 @@ impl AggregatorConfig {
         let mut errors = Vec::new();
         self.ingest.validate(&mut errors);
         self.rules.validate(&mut errors);
+        self.auth.validate(&mut errors);
+        errors.extend(self.exposure_error());
         for (index, integration) in self.integrations.iter().enumerate() {
             if integration.name.trim().is_empty() {
                 errors.push(format!(
@@ -138,6 +145,30 @@ impl AggregatorConfig {
         } else {
             Err(errors)
         }
+    }
+}
+
+impl AggregatorConfig {
+    /// Without agent and operator tokens anyone who reaches the listener could report as
+    /// any node and read every tenant's data: such an aggregator listens on loopback only.
+    pub fn exposure_error(&self) -> Option<String> {
+        let mut missing = Vec::new();
+        if !self.auth.agents_enabled() {
+            missing.push("auth.agent_tokens");
+        }
+        if !self.auth.operators_enabled() {
+            missing.push("auth.operator_tokens");
+        }
+        if missing.is_empty() || self.listen.ip().is_loopback() {
+            return None;
+        }
+        Some(format!(
+            "config: listen: {} is not a loopback address, and there are no {}: anyone who \
+             reaches it could report as any node or read every tenant's data; configure \
+             the tokens or listen on 127.0.0.1",
+            self.listen,
+            missing.join(" and ")
+        ))
     }
 }
 
@@ -607,6 +638,27 @@ mod tests {
         assert_eq!(config.integrations[1].source.len(), 2);
         assert_eq!(config.integrations[1].min_severity, Some(Severity::Error));
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn without_tokens_only_loopback_is_allowed() {
+        let open = AggregatorConfig::parse("listen = \"0.0.0.0:7170\"").unwrap();
+        let errors = open.validate().unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("config: listen: 0.0.0.0:7170 is not a loopback address, and there are no auth.agent_tokens and auth.operator_tokens"),
+            "{errors:?}"
+        );
+        let loopback = AggregatorConfig::parse("listen = \"[::1]:7170\"").unwrap();
+        assert!(loopback.validate().is_ok());
+        let digest = crate::auth::token_sha256("t");
+        let guarded = AggregatorConfig::parse(&format!(
+            "listen = \"0.0.0.0:7170\"\n\
+             [[auth.agent_tokens]]\nname = \"a\"\ntenant = \"acme\"\nsha256 = \"{digest}\"\n\
+             [[auth.operator_tokens]]\nname = \"o\"\nrole = \"admin\"\nsha256 = \"{digest}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(guarded.validate(), Ok(()));
     }
 
     #[test]

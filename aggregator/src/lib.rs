@@ -8,6 +8,7 @@
 //! embedded default: aggregator and a local agent in one process).
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod consensus;
 pub mod delivery;

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::OperatorService;
+use crate::auth::{Auth, AuthError, TlsConfig};
 use crate::config::AggregatorConfig;
 use crate::dispatch::Dispatch;
 use crate::engine::Engine;
@@ -44,6 +45,12 @@ pub enum ServerError {
     Serve(#[from] tonic::transport::Error),
     #[error("grpc reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("{0}")]
+    Exposed(String),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("config: auth.tls: {0}")]
+    Tls(String),
 }
 
 /// An aggregator bound to its listener, ready to run.
@@ -56,6 +63,9 @@ pub struct Aggregator {
 impl Aggregator {
     /// Binds the gRPC listener, so the address is known (and taken) before running.
     pub async fn bind(config: AggregatorConfig) -> Result<Self, ServerError> {
+        if let Some(error) = config.exposure_error() {
+            return Err(ServerError::Exposed(error));
+        }
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -82,6 +92,9 @@ impl Aggregator {
             path: config.data_dir.display().to_string(),
             source,
         })?;
+
+        let auth = Auth::build(&config.auth)?;
+        let tls = config.auth.tls.as_ref().map(tls_config).transpose()?;
 
         let sinks = TaskTracker::new();
         let dispatch = Dispatch::start(&config.integrations, &sinks);
@@ -116,20 +129,30 @@ impl Aggregator {
         let ingest = wire::ingest_server::IngestServer::new(IngestService::new(
             monitor.clone(),
             config.ingest.max_clock_skew,
+            auth.clone(),
             stop.child_token(),
         ))
         .max_decoding_message_size(config.ingest.max_message_bytes);
-        let operator = wire::operator_server::OperatorServer::new(OperatorService::new(
-            monitor.clone(),
-            store.clone(),
-            dispatch.clone(),
-            stop.child_token(),
-        ));
+        let operator = wire::operator_server::OperatorServer::with_interceptor(
+            OperatorService::new(
+                monitor.clone(),
+                store.clone(),
+                dispatch.clone(),
+                stop.child_token(),
+            ),
+            auth.operator_interceptor(),
+        );
 
         let local_addr = listener.local_addr().ok();
         tracing::info!(listen = ?local_addr, "aggregator serving ingest and operator gRPC");
         let stop_serving = stop.clone();
-        let served = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder
+                .tls_config(tls)
+                .map_err(|error| ServerError::Tls(error.to_string()))?;
+        }
+        let served = builder
             .add_service(health_service)
             .add_service(reflection)
             .add_service(ingest)
@@ -163,4 +186,28 @@ impl Aggregator {
         served?;
         Ok(())
     }
+}
+
+/// The listener's TLS: the aggregator's certificate, and the CA that agents' client
+/// certificates must chain to. Client certificates stay optional at the TLS layer so
+/// operators need none; `auth` requires one from agents when configured.
+fn tls_config(tls: &TlsConfig) -> Result<tonic::transport::ServerTlsConfig, ServerError> {
+    let read = |field: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|error| ServerError::Tls(format!("{field}: {}: {error}", path.display())))
+    };
+    let identity = tonic::transport::Identity::from_pem(
+        read("cert_file", &tls.cert_file)?,
+        read("key_file", &tls.key_file)?,
+    );
+    let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca_file {
+        config = config
+            .client_ca_root(tonic::transport::Certificate::from_pem(read(
+                "client_ca_file",
+                ca,
+            )?))
+            .client_auth_optional(true);
+    }
+    Ok(config)
 }

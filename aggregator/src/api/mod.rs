@@ -3,6 +3,10 @@
 //!
 //! Wire types stop here: this module converts domain values to `proto::v1` and back,
 //! and owns no state of its own.
+//!
+//! Every call starts from its `auth::Caller` (attached by the `auth::OperatorAuth`
+//! interceptor): a tenant's token is answered from its tenant only, whatever the request
+//! asks, and only admins publish.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -14,13 +18,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{self, Caller};
 use crate::dispatch::Dispatch;
 use crate::engine::{Engine, NodeState};
-use crate::events::{Event, EventSource};
+use crate::events::{Event, EventSource, Notification};
 use crate::issue::{Issue, IssueEventKind, IssueState};
 use crate::model::{GossipReading, HostReading, NodeKey, Severity, Timestamp};
 use crate::monitor::{Monitor, MonitorError};
-use crate::store::{IssueFilter, Store, StoreError, StoredIssueEvent};
+use crate::store::{IssueFilter, Store, StoreError, StoredIssueEvent, Write};
 
 #[derive(Debug, Clone)]
 pub struct OperatorService {
@@ -57,7 +62,8 @@ impl wire::operator_server::Operator for OperatorService {
         &self,
         request: Request<wire::ListClustersRequest>,
     ) -> Result<Response<wire::ListClustersResponse>, Status> {
-        let tenant = request.into_inner().tenant;
+        let caller = auth::caller(&request)?;
+        let tenant = tenant_filter(&caller, &request.into_inner().tenant)?;
         let clusters = self
             .monitor
             .query(move |engine| clusters(engine, &tenant))
@@ -70,7 +76,9 @@ impl wire::operator_server::Operator for OperatorService {
         &self,
         request: Request<wire::ListNodesRequest>,
     ) -> Result<Response<wire::ListNodesResponse>, Status> {
-        let filter = request.into_inner();
+        let caller = auth::caller(&request)?;
+        let mut filter = request.into_inner();
+        filter.tenant = tenant_filter(&caller, &filter.tenant)?;
         let nodes = self
             .monitor
             .query(move |engine| {
@@ -91,7 +99,9 @@ impl wire::operator_server::Operator for OperatorService {
         &self,
         request: Request<wire::GetNodeRequest>,
     ) -> Result<Response<wire::Node>, Status> {
+        let caller = auth::caller(&request)?;
         let request = request.into_inner();
+        tenant_filter(&caller, &request.tenant)?;
         let key = NodeKey {
             tenant: request.tenant,
             cluster: request.cluster,
@@ -116,7 +126,9 @@ impl wire::operator_server::Operator for OperatorService {
         &self,
         request: Request<wire::ListIssuesRequest>,
     ) -> Result<Response<wire::ListIssuesResponse>, Status> {
+        let caller = auth::caller(&request)?;
         let request = request.into_inner();
+        let tenant = tenant_filter(&caller, &request.tenant)?;
         let state = match request.state() {
             wire::IssueState::Unspecified => None,
             wire::IssueState::Open => Some(IssueState::Open),
@@ -125,7 +137,7 @@ impl wire::operator_server::Operator for OperatorService {
         let filter = IssueFilter {
             state,
             min_severity: severity_from_wire(request.min_severity()),
-            tenant: request.tenant,
+            tenant,
             cluster: request.cluster,
             node: request.node,
             rule: request.rule,
@@ -141,14 +153,17 @@ impl wire::operator_server::Operator for OperatorService {
         &self,
         request: Request<wire::GetIssueRequest>,
     ) -> Result<Response<wire::GetIssueResponse>, Status> {
+        let caller = auth::caller(&request)?;
         let id = request.into_inner().id;
         let found = self
             .store
             .get_issue(id.clone())
             .await
             .map_err(store_status)?;
-        let (issue, events) =
-            found.ok_or_else(|| Status::not_found(format!("issue {id}: not known")))?;
+        // Another tenant's issue is as unknown as one that does not exist.
+        let (issue, events) = found
+            .filter(|(issue, _)| caller.sees(&issue.key.subject.tenant))
+            .ok_or_else(|| Status::not_found(format!("issue {id}: not known")))?;
         let events = events
             .iter()
             .map(|event| stored_event_to_wire(&issue, event))
@@ -165,7 +180,9 @@ impl wire::operator_server::Operator for OperatorService {
         &self,
         request: Request<wire::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        let filter = request.into_inner();
+        let caller = auth::caller(&request)?;
+        let mut filter = request.into_inner();
+        filter.tenant = tenant_filter(&caller, &filter.tenant)?;
         let sources: Vec<EventSource> = filter
             .sources()
             .filter_map(|source| match source {
@@ -211,6 +228,83 @@ impl wire::operator_server::Operator for OperatorService {
         let stream = ReceiverStream::new(stream);
         Ok(Response::new(Box::pin(stream)))
     }
+
+    async fn publish_notification(
+        &self,
+        request: Request<wire::PublishNotificationRequest>,
+    ) -> Result<Response<wire::PublishNotificationResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        caller.require_admin()?;
+        let request = request.into_inner();
+        caller.require_tenant(&request.tenant)?;
+        let mut missing = Vec::new();
+        for (field, value) in [
+            ("tenant", &request.tenant),
+            ("cluster", &request.cluster),
+            ("title", &request.title),
+        ] {
+            if value.trim().is_empty() {
+                missing.push(field);
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "notification: {} must not be empty",
+                missing.join(", ")
+            )));
+        }
+        let severity = severity_from_wire(request.severity()).unwrap_or(Severity::Info);
+        let now = Timestamp::now();
+        let notification = Notification {
+            id: crate::issue::new_id(now),
+            time: now,
+            tenant: request.tenant,
+            cluster: request.cluster,
+            node: request.node,
+            severity,
+            title: request.title,
+            text: request.text,
+            origin: format!("operator {}", caller.name),
+        };
+        let event = Event::Notification(notification.clone());
+        let wire_event = event_to_wire(&event);
+        // Persisted first; the store hands it to dispatch after the commit.
+        let (done, committed) = tokio::sync::oneshot::channel();
+        self.store
+            .write(Write {
+                nodes: Vec::new(),
+                events: vec![event],
+                done: Some(Box::new(move |result| {
+                    let _ = done.send(result.map_err(|error| error.to_string()));
+                })),
+            })
+            .await
+            .map_err(store_status)?;
+        committed
+            .await
+            .map_err(|_| Status::unavailable("the store stopped before the commit"))?
+            .map_err(|error| Status::internal(format!("not persisted: {error}")))?;
+        tracing::info!(notification = %notification.id, origin = %notification.origin, "notification published");
+        let Some(wire::event::Payload::Notification(notification)) = wire_event.payload else {
+            return Err(Status::internal(
+                "a notification became another kind of event",
+            ));
+        };
+        Ok(Response::new(wire::PublishNotificationResponse {
+            notification: Some(notification),
+        }))
+    }
+}
+
+/// The tenant a request is answered from: the caller's own when its token is bound to one
+/// (an empty filter means "mine"); naming another tenant is refused.
+fn tenant_filter(caller: &Caller, requested: &str) -> Result<String, Status> {
+    caller.tenant_filter(requested).ok_or_else(|| {
+        Status::permission_denied(format!(
+            "token {:?} may not see tenant {requested:?}",
+            caller.name
+        ))
+    })
 }
 
 fn matches(filter: &str, value: &str) -> bool {

@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Auth;
 use crate::engine::{Batch, Hello};
 use crate::model::{NodeIdentity, NodeKey, Probe, Timestamp};
 use crate::monitor::{Monitor, MonitorError};
@@ -28,14 +29,21 @@ const ACK_BUFFER: usize = 64;
 pub struct IngestService {
     monitor: Monitor,
     max_clock_skew: Duration,
+    auth: Auth,
     stop: CancellationToken,
 }
 
 impl IngestService {
-    pub fn new(monitor: Monitor, max_clock_skew: Duration, stop: CancellationToken) -> Self {
+    pub fn new(
+        monitor: Monitor,
+        max_clock_skew: Duration,
+        auth: Auth,
+        stop: CancellationToken,
+    ) -> Self {
         Self {
             monitor,
             max_clock_skew,
+            auth,
             stop,
         }
     }
@@ -52,6 +60,8 @@ impl wire::ingest_server::Ingest for IngestService {
         request: Request<Streaming<wire::AgentMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
         let peer = request.remote_addr();
+        let has_client_cert = request.peer_certs().is_some_and(|certs| !certs.is_empty());
+        let metadata = request.metadata().clone();
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await.map_err(inbound_error)? {
             Some(wire::AgentMessage {
@@ -64,6 +74,16 @@ impl wire::ingest_server::Ingest for IngestService {
             }
         };
         let key = validate::node_key(hello.identity.as_ref()).map_err(Status::invalid_argument)?;
+        if let Err(refused) = self.auth.check_agent(
+            &metadata,
+            &hello.token,
+            &key.tenant,
+            &key.cluster,
+            has_client_cert,
+        ) {
+            tracing::warn!(node = %key, ?peer, status = %refused.message(), "agent refused");
+            return Err(refused);
+        }
         self.monitor
             .hello(key.clone(), hello_from_wire(hello))
             .await

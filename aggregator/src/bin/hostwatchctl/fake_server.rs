@@ -94,6 +94,27 @@ impl Operator for FakeOperator {
         let items = vec![Ok(event), Err(Status::data_loss("missed 3 events"))];
         Ok(Response::new(tokio_stream::iter(items)))
     }
+
+    async fn publish_notification(
+        &self,
+        request: Request<proto::v1::PublishNotificationRequest>,
+    ) -> Result<Response<proto::v1::PublishNotificationResponse>, Status> {
+        self.record(&request);
+        let request = request.into_inner();
+        Ok(Response::new(proto::v1::PublishNotificationResponse {
+            notification: Some(proto::v1::Notification {
+                id: "n1".into(),
+                tenant: request.tenant,
+                cluster: request.cluster,
+                node: request.node,
+                severity: request.severity,
+                title: request.title,
+                text: request.text,
+                time_unix_ms: 1,
+                origin: "fake".into(),
+            }),
+        }))
+    }
 }
 
 async fn start_fake() -> (SocketAddr, Arc<Mutex<Vec<Option<String>>>>) {

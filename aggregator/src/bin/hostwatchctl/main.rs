@@ -13,6 +13,7 @@ mod fake_server;
 mod format;
 mod issues;
 mod nodes;
+mod notify;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -98,6 +99,9 @@ enum Command {
     /// output explicit. Prints one line per event (one JSON object per line with -o json)
     /// until interrupted; exits 1 if the aggregator ends the stream.
     Events(EventsArgs),
+    /// Publish a notification: `notify TENANT/CLUSTER[/NODE] --title T [--text X]
+    /// [--severity S]` (admin tokens only).
+    Notify(notify::NotifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -338,6 +342,19 @@ async fn run(cli: Cli) -> Result<(), Stop> {
             }
         }
         Command::Events(args) => watch_events(&mut client, args, output).await?,
+        Command::Notify(args) => {
+            let request = args.request();
+            let response = call(
+                "publish notification",
+                client.publish_notification(request),
+            )
+            .await?;
+            let notification = response.notification.unwrap_or_default();
+            match output {
+                Output::Table => print_text(&notify::detail(&notification))?,
+                Output::Json => print_json(&notify::json(&notification))?,
+            }
+        }
     }
     Ok(())
 }
