@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{EventSourceConfig, IntegrationConfig};
 use crate::delivery::{RetryPolicy, Worker};
 use crate::events::{Event, EventSource};
+use crate::health::HealthPublisher;
 use crate::model::Severity;
 
 /// Events buffered for watchers.
@@ -165,6 +166,26 @@ impl Dispatch {
     }
 
     fn spawn_worker(&self, route: &Route, db_path: &Path) {
+        if route.filter.admits_source(EventSource::Health) {
+            let (interval, platform) = route.config.sink.health_settings();
+            let publisher = HealthPublisher {
+                integration: route.config.name.clone(),
+                filter: route.filter.clone(),
+                sink: route.config.sink.clone(),
+                timeout: route.config.timeout,
+                interval,
+                platform,
+                db_path: db_path.to_owned(),
+                events: self.subscribe(),
+                stop: route.stop.clone(),
+            };
+            self.inner.tasks.spawn(publisher.run());
+        }
+        let outboxed = route.filter.admits_source(EventSource::Issues)
+            || route.filter.admits_source(EventSource::Notifications);
+        if !outboxed {
+            return;
+        }
         let worker = Worker {
             integration: route.config.name.clone(),
             sink: route.config.sink.clone(),

@@ -16,6 +16,7 @@ pub mod detect;
 pub mod dispatch;
 pub mod engine;
 pub mod events;
+pub mod health;
 pub mod ingest;
 pub mod issue;
 pub mod model;

@@ -10,6 +10,7 @@
 
 pub mod envelope;
 pub mod http;
+pub mod kafka;
 pub mod log;
 pub mod opsgenie;
 pub mod secret;
@@ -39,6 +40,8 @@ pub enum SinkConfig {
     Slack(slack::SlackConfig),
     /// An alert per issue (alias = issue id): created, noted, closed.
     Opsgenie(opsgenie::OpsgenieConfig),
+    /// Per-node health events to the tenant's topic.
+    Kafka(kafka::KafkaConfig),
 }
 
 impl SinkConfig {
@@ -49,6 +52,16 @@ impl SinkConfig {
             SinkConfig::Webhook(_) => "webhook",
             SinkConfig::Slack(_) => "slack",
             SinkConfig::Opsgenie(_) => "opsgenie",
+            SinkConfig::Kafka(_) => "kafka",
+        }
+    }
+
+    /// For `health` integrations: how often every node's event is repeated, and the
+    /// health event's `platform`.
+    pub fn health_settings(&self) -> (Duration, String) {
+        match self {
+            SinkConfig::Kafka(config) => (config.interval, config.platform.clone()),
+            _ => (Duration::from_secs(60), "ESC".to_owned()),
         }
     }
 
@@ -59,6 +72,7 @@ impl SinkConfig {
             SinkConfig::Webhook(config) => AnySink::Webhook(config.build(timeout)?),
             SinkConfig::Slack(config) => AnySink::Slack(Box::new(config.build(timeout)?)),
             SinkConfig::Opsgenie(config) => AnySink::Opsgenie(config.build(timeout)?),
+            SinkConfig::Kafka(config) => AnySink::Kafka(config.build(timeout)?),
         })
     }
 }
@@ -110,6 +124,7 @@ pub enum AnySink {
     Webhook(webhook::WebhookSink),
     Slack(Box<slack::SlackSink>),
     Opsgenie(opsgenie::OpsgenieSink),
+    Kafka(kafka::KafkaSink),
 }
 
 impl Sink for AnySink {
@@ -119,6 +134,7 @@ impl Sink for AnySink {
             AnySink::Webhook(sink) => sink.deliver(envelope).await,
             AnySink::Slack(sink) => sink.deliver(envelope).await,
             AnySink::Opsgenie(sink) => sink.deliver(envelope).await,
+            AnySink::Kafka(sink) => sink.deliver(envelope).await,
         }
     }
 }
