@@ -753,6 +753,11 @@ mod tests {
         assert_eq!(gossip.timeout, Duration::from_secs(5));
         assert!(gossip.insecure_skip_verify);
         assert_eq!(config.logs[0].poll_interval, Duration::from_secs(1));
-        assert!(AgentConfig::parse(MINIMAL, "test").unwrap().gossip.is_none());
+        assert!(
+            AgentConfig::parse(MINIMAL, "test")
+                .unwrap()
+                .gossip
+                .is_none()
+        );
     }
 }

@@ -169,7 +169,8 @@ impl Agent {
     }
 
     /// Samples and streams until `shutdown` resolves; then stops sampling and gives the
-    /// uplink up to `shutdown_grace` to get the outstanding batches acknowledged.
+    /// uplink up to `shutdown_grace` to get the outstanding batches acknowledged. What is
+    /// still unacknowledged then stays spooled and is replayed at the next start.
     ///
     /// Runs on whatever tokio runtime polls it (a current-thread one is enough) and spawns
     /// no tasks. Connection problems are logged and retried, never returned.
@@ -262,7 +263,7 @@ impl Agent {
                 tracing::warn!(
                     unacked = outbox.len(),
                     oldest_seq = outbox.oldest_seq().unwrap_or(0),
-                    "shutdown grace elapsed; unacknowledged batches are dropped"
+                    "shutdown grace elapsed; the unacknowledged batches stay spooled for the next start"
                 );
             }
         }

@@ -210,3 +210,61 @@ async fn shutdown_is_immediate_when_everything_is_acknowledged() {
         "took {took:?} with nothing to wait for"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_unacknowledged_at_shutdown_stay_spooled_and_are_replayed_first() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // The first agent's batches are never acknowledged; the second's all are.
+    let policy: Policy = Arc::new(|conn, _| {
+        if conn == 1 {
+            Action::Ignore
+        } else {
+            Action::Ack
+        }
+    });
+    let mut server = start_server(listener, policy).await;
+    let mut first_config = config(state_dir.path(), server.addr);
+    first_config.shutdown_grace = Duration::from_millis(300);
+    let running = start_agent(first_config);
+    server.expect_hello(1).await;
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        sent.push(server.expect_batch(1).await);
+    }
+    running.stop().await;
+    let spooled = std::fs::read_dir(state_dir.path().join("outbox"))
+        .unwrap()
+        .count();
+    assert!(
+        spooled >= 3,
+        "unacknowledged batches stay on disk: {spooled}"
+    );
+
+    let running = start_agent(config(state_dir.path(), server.addr));
+    let hello = loop {
+        match server.next().await {
+            Seen::Hello { conn, hello } if conn > 1 => break *hello,
+            _ => {}
+        }
+    };
+    assert_eq!(hello.oldest_unacked_seq, 1);
+    for expected in &sent {
+        let replayed = loop {
+            if let Seen::Batch { conn, batch } = server.next().await
+                && conn > 1
+            {
+                break batch;
+            }
+        };
+        assert_eq!(&replayed, expected, "the same batch, oldest first");
+    }
+    running.stop().await;
+    assert_eq!(
+        std::fs::read_dir(state_dir.path().join("outbox"))
+            .unwrap()
+            .count(),
+        0,
+        "a clean stop with a working aggregator leaves nothing spooled"
+    );
+}

@@ -11,10 +11,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+mod bench_agent;
+
 const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
+  bench-agent [--seconds N]  the agent's footprint (RSS, CPU per sample, size) vs node_exporter
   ci    fmt check, clippy (-D warnings), build all binaries, all tests";
 
 fn main() -> ExitCode {
@@ -33,6 +36,7 @@ fn run() -> Result<()> {
     let args: Vec<String> = env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["ci"] => ci(),
+        ["bench-agent", ref rest @ ..] => bench_agent::run(rest),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())
