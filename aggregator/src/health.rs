@@ -201,10 +201,11 @@ impl HealthTracker {
     }
 }
 
+/// Nodes with what their events say, and the open issues.
+pub type Loaded = (Vec<(NodeKey, NodeDescription)>, Vec<OpenIssue>);
+
 /// Nodes and open issues as committed.
-pub fn load(
-    connection: &Connection,
-) -> Result<(Vec<(NodeKey, NodeDescription)>, Vec<OpenIssue>), StoreError> {
+pub fn load(connection: &Connection) -> Result<Loaded, StoreError> {
     let mut nodes = Vec::new();
     let mut statement =
         connection.prepare_cached("SELECT tenant, cluster, node, identity FROM nodes")?;

@@ -8,6 +8,9 @@
 //! event: the envelope is what the persistent outbox keeps, so a delivery that survives
 //! a restart is the same delivery.
 
+pub mod aws;
+pub mod cloudwatch_logs;
+pub mod cloudwatch_metrics;
 pub mod envelope;
 pub mod http;
 pub mod kafka;
@@ -42,6 +45,10 @@ pub enum SinkConfig {
     Opsgenie(opsgenie::OpsgenieConfig),
     /// Per-node health events to the tenant's topic.
     Kafka(kafka::KafkaConfig),
+    /// Records (log lines, or events) as JSON into a log stream per node.
+    CloudwatchLogs(cloudwatch_logs::CloudWatchLogsConfig),
+    /// Host metrics as data points with Tenant, Cluster, Node (and Mount) dimensions.
+    CloudwatchMetrics(cloudwatch_metrics::CloudWatchMetricsConfig),
 }
 
 impl SinkConfig {
@@ -53,6 +60,8 @@ impl SinkConfig {
             SinkConfig::Slack(_) => "slack",
             SinkConfig::Opsgenie(_) => "opsgenie",
             SinkConfig::Kafka(_) => "kafka",
+            SinkConfig::CloudwatchLogs(_) => "cloudwatch_logs",
+            SinkConfig::CloudwatchMetrics(_) => "cloudwatch_metrics",
         }
     }
 
@@ -73,6 +82,12 @@ impl SinkConfig {
             SinkConfig::Slack(config) => AnySink::Slack(Box::new(config.build(timeout)?)),
             SinkConfig::Opsgenie(config) => AnySink::Opsgenie(config.build(timeout)?),
             SinkConfig::Kafka(config) => AnySink::Kafka(config.build(timeout)?),
+            SinkConfig::CloudwatchLogs(config) => {
+                AnySink::CloudwatchLogs(Box::new(config.build(timeout)?))
+            }
+            SinkConfig::CloudwatchMetrics(config) => {
+                AnySink::CloudwatchMetrics(Box::new(config.build(timeout)?))
+            }
         })
     }
 }
@@ -125,6 +140,8 @@ pub enum AnySink {
     Slack(Box<slack::SlackSink>),
     Opsgenie(opsgenie::OpsgenieSink),
     Kafka(kafka::KafkaSink),
+    CloudwatchLogs(Box<cloudwatch_logs::CloudWatchLogsSink>),
+    CloudwatchMetrics(Box<cloudwatch_metrics::CloudWatchMetricsSink>),
 }
 
 impl Sink for AnySink {
@@ -135,6 +152,8 @@ impl Sink for AnySink {
             AnySink::Slack(sink) => sink.deliver(envelope).await,
             AnySink::Opsgenie(sink) => sink.deliver(envelope).await,
             AnySink::Kafka(sink) => sink.deliver(envelope).await,
+            AnySink::CloudwatchLogs(sink) => sink.deliver(envelope).await,
+            AnySink::CloudwatchMetrics(sink) => sink.deliver(envelope).await,
         }
     }
 }
