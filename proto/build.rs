@@ -4,7 +4,11 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["hostwatch/v1/ingest.proto", "hostwatch/v1/operator.proto"];
+    let files = [
+        "hostwatch/v1/ingest.proto",
+        "hostwatch/v1/operator.proto",
+        "hostwatch/v1/integrations.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

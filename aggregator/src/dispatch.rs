@@ -25,6 +25,7 @@ use crate::delivery::{RetryPolicy, Worker};
 use crate::events::{Event, EventSource};
 use crate::health::HealthPublisher;
 use crate::model::Severity;
+use crate::outbox::Outbox;
 
 /// Events buffered for watchers.
 const WATCH_BUFFER: usize = 4096;
@@ -84,6 +85,8 @@ impl Filter {
 #[derive(Debug)]
 struct Route {
     config: IntegrationConfig,
+    /// Created through the API (persisted in the database), not from the config file.
+    from_api: bool,
     filter: Filter,
     wake: Arc<Notify>,
     stop: CancellationToken,
@@ -131,6 +134,7 @@ impl Dispatch {
             .iter()
             .map(|integration| Route {
                 config: integration.clone(),
+                from_api: false,
                 filter: Filter::from_config(integration),
                 wake: Arc::new(Notify::new()),
                 stop: stop.child_token(),
@@ -148,13 +152,15 @@ impl Dispatch {
         }
     }
 
-    /// The database is open and migrated: start every integration's worker.
+    /// The database is open and migrated: add the integrations created through the API,
+    /// then start every integration's worker.
     pub fn attach(&self, db_path: &Path) {
         *self
             .inner
             .db_path
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(db_path.to_owned());
+        self.restore_api_integrations(db_path);
         let routes = self
             .inner
             .routes
@@ -201,6 +207,62 @@ impl Dispatch {
         self.inner.tasks.spawn(worker.run());
     }
 
+    fn restore_api_integrations(&self, db_path: &Path) {
+        let saved = Outbox::open(db_path).and_then(|outbox| outbox.integrations());
+        let saved = match saved {
+            Ok(saved) => saved,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the integrations created through the API");
+                return;
+            }
+        };
+        let mut routes = self
+            .inner
+            .routes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (name, config) in saved {
+            match serde_json::from_str::<IntegrationConfig>(&config) {
+                Ok(integration) if !routes.iter().any(|r| r.config.name == integration.name) => {
+                    routes.push(Route {
+                        filter: Filter::from_config(&integration),
+                        config: integration,
+                        from_api: true,
+                        wake: Arc::new(Notify::new()),
+                        stop: self.inner.stop.child_token(),
+                    });
+                }
+                Ok(_) => {
+                    tracing::error!(integration = %name, "an integration of the config file has the same name; the API's is ignored")
+                }
+                Err(error) => {
+                    tracing::error!(integration = %name, %error, "a saved integration does not parse; ignored")
+                }
+            }
+        }
+    }
+
+    /// Where the database (and its outbox) is, once the store has opened it.
+    pub fn db_path(&self) -> Option<PathBuf> {
+        self.inner
+            .db_path
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether `name` was created through the API; `None` when there is no such
+    /// integration.
+    pub fn is_from_api(&self, name: &str) -> Option<bool> {
+        self.inner
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|route| route.config.name == name)
+            .map(|route| route.from_api)
+    }
+
     /// Adds an integration at run time (the API); its worker starts at once.
     pub fn add(&self, integration: IntegrationConfig) -> Result<(), RouteError> {
         let mut routes = self
@@ -217,6 +279,7 @@ impl Dispatch {
         let route = Route {
             filter: Filter::from_config(&integration),
             config: integration,
+            from_api: true,
             wake: Arc::new(Notify::new()),
             stop: self.inner.stop.child_token(),
         };

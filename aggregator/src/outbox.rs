@@ -167,6 +167,39 @@ impl Outbox {
             .collect())
     }
 
+    /// Integrations created through the API, as their config JSON, oldest first.
+    pub fn integrations(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT name, config FROM integrations ORDER BY created_ms, name")?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Persists an integration created through the API.
+    pub fn save_integration(
+        &self,
+        name: &str,
+        config: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.connection
+            .prepare_cached(
+                "INSERT INTO integrations (name, config, created_ms) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![name, config, now_ms])?;
+        Ok(())
+    }
+
+    /// Forgets an integration and every delivery it still owed (dead letters included).
+    pub fn delete_integration(&mut self, name: &str) -> Result<(), StoreError> {
+        let transaction = self.connection.transaction()?;
+        transaction.execute("DELETE FROM integrations WHERE name = ?1", [name])?;
+        transaction.execute("DELETE FROM deliveries WHERE integration = ?1", [name])?;
+        transaction.commit()?;
+        Ok(())
+    }
+
     fn select(
         &self,
         clause: &str,

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::OperatorService;
+use crate::api::integrations::IntegrationsService;
 use crate::auth::{Auth, AuthError, TlsConfig};
 use crate::config::AggregatorConfig;
 use crate::dispatch::Dispatch;
@@ -122,6 +123,9 @@ impl Aggregator {
         health_reporter
             .set_serving::<wire::operator_server::OperatorServer<OperatorService>>()
             .await;
+        health_reporter
+            .set_serving::<wire::integrations_server::IntegrationsServer<IntegrationsService>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(wire::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -142,6 +146,10 @@ impl Aggregator {
             ),
             auth.operator_interceptor(),
         );
+        let integrations = wire::integrations_server::IntegrationsServer::with_interceptor(
+            IntegrationsService::new(dispatch.clone()),
+            auth.operator_interceptor(),
+        );
 
         let local_addr = listener.local_addr().ok();
         tracing::info!(listen = ?local_addr, "aggregator serving ingest and operator gRPC");
@@ -157,6 +165,7 @@ impl Aggregator {
             .add_service(reflection)
             .add_service(ingest)
             .add_service(operator)
+            .add_service(integrations)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 shutdown.await;
                 tracing::info!("shutting down");

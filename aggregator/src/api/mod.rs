@@ -8,6 +8,8 @@
 //! interceptor): a tenant's token is answered from its tenant only, whatever the request
 //! asks, and only admins publish.
 
+pub mod integrations;
+
 use std::collections::BTreeMap;
 use std::pin::Pin;
 

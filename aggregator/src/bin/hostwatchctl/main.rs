@@ -11,6 +11,7 @@ mod events;
 #[cfg(test)]
 mod fake_server;
 mod format;
+mod integrations;
 mod issues;
 mod nodes;
 mod notify;
@@ -102,6 +103,11 @@ enum Command {
     /// Publish a notification: `notify TENANT/CLUSTER[/NODE] --title T [--text X]
     /// [--severity S]` (admin tokens only).
     Notify(notify::NotifyArgs),
+    /// Manage integrations (source → sink): create, list, delete, test.
+    #[command(subcommand)]
+    Integrations(integrations::IntegrationsCommand),
+    /// List deliveries not yet accepted: pending, failed (retrying) and dead.
+    Deliveries(integrations::DeliveriesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -276,6 +282,17 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Stop> {
     let token = load_token(cli.token.as_deref(), cli.token_file.as_deref())?;
+    // The Integrations service has its own client.
+    let command = match cli.command {
+        Command::Integrations(command) => {
+            return integrations::run_integrations(&cli.addr, token, command, cli.output).await;
+        }
+        Command::Deliveries(args) => {
+            return integrations::run_deliveries(&cli.addr, token, args, cli.output).await;
+        }
+        command => command,
+    };
+    let cli = Cli { command, ..cli };
     let mut client = connect(&cli.addr, token).await?;
     let output = cli.output;
     match cli.command {
@@ -342,6 +359,7 @@ async fn run(cli: Cli) -> Result<(), Stop> {
             }
         }
         Command::Events(args) => watch_events(&mut client, args, output).await?,
+        Command::Integrations(_) | Command::Deliveries(_) => {}
         Command::Notify(args) => {
             let request = args.request();
             let response = call(
