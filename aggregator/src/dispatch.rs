@@ -16,7 +16,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use tokio::sync::{Notify, broadcast};
+use serde_json::Value;
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,8 +25,9 @@ use crate::config::{EventSourceConfig, IntegrationConfig};
 use crate::delivery::{RetryPolicy, Worker};
 use crate::events::{Event, EventSource};
 use crate::health::HealthPublisher;
-use crate::model::Severity;
+use crate::model::{NodeKey, Sample, Severity};
 use crate::outbox::Outbox;
+use crate::telemetry::{self, TelemetryQueue, TelemetryWorker};
 
 /// Events buffered for watchers.
 const WATCH_BUFFER: usize = 4096;
@@ -90,6 +92,53 @@ struct Route {
     filter: Filter,
     wake: Arc<Notify>,
     stop: CancellationToken,
+    /// For logs/metrics integrations: their bounded queue (`telemetry`), and its
+    /// receiving end until the worker starts.
+    telemetry: Option<TelemetryQueue>,
+    telemetry_records: Mutex<Option<mpsc::Receiver<Value>>>,
+}
+
+impl Route {
+    fn new(config: IntegrationConfig, from_api: bool, stop: CancellationToken) -> Self {
+        let filter = Filter::from_config(&config);
+        let (telemetry, telemetry_records) = if filter.admits_source(EventSource::Logs)
+            || filter.admits_source(EventSource::Metrics)
+        {
+            let (sender, records) = mpsc::channel(telemetry::QUEUE);
+            let queue = TelemetryQueue {
+                integration: config.name.clone(),
+                sender,
+                dropped: Arc::default(),
+            };
+            (Some(queue), Some(records))
+        } else {
+            (None, None)
+        };
+        Self {
+            config,
+            from_api,
+            filter,
+            wake: Arc::new(Notify::new()),
+            stop,
+            telemetry,
+            telemetry_records: Mutex::new(telemetry_records),
+        }
+    }
+}
+
+/// Log and metrics records of one committed batch, ready to hand to their queues.
+#[derive(Debug)]
+pub struct TelemetryBatch {
+    records: Vec<(TelemetryQueue, Value)>,
+}
+
+impl TelemetryBatch {
+    /// Offers every record to its integration's queue; never waits.
+    pub fn publish(self) {
+        for (queue, record) in self.records {
+            queue.offer(record);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -132,13 +181,7 @@ impl Dispatch {
         let stop = CancellationToken::new();
         let routes = integrations
             .iter()
-            .map(|integration| Route {
-                config: integration.clone(),
-                from_api: false,
-                filter: Filter::from_config(integration),
-                wake: Arc::new(Notify::new()),
-                stop: stop.child_token(),
-            })
+            .map(|integration| Route::new(integration.clone(), false, stop.child_token()))
             .collect();
         let (watchers, _) = broadcast::channel(WATCH_BUFFER);
         Self {
@@ -172,6 +215,25 @@ impl Dispatch {
     }
 
     fn spawn_worker(&self, route: &Route, db_path: &Path) {
+        let records = route
+            .telemetry_records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let (Some(queue), Some(records)) = (&route.telemetry, records) {
+            let worker = TelemetryWorker {
+                queue: queue.clone(),
+                records,
+                sink: route.config.sink.clone(),
+                timeout: route.config.timeout,
+                retry: RetryPolicy {
+                    min: route.config.backoff_min,
+                    max: route.config.backoff_max,
+                },
+                stop: route.stop.clone(),
+            };
+            self.inner.tasks.spawn(worker.run());
+        }
         if route.filter.admits_source(EventSource::Health) {
             let (interval, platform) = route.config.sink.health_settings();
             let publisher = HealthPublisher {
@@ -224,13 +286,7 @@ impl Dispatch {
         for (name, config) in saved {
             match serde_json::from_str::<IntegrationConfig>(&config) {
                 Ok(integration) if !routes.iter().any(|r| r.config.name == integration.name) => {
-                    routes.push(Route {
-                        filter: Filter::from_config(&integration),
-                        config: integration,
-                        from_api: true,
-                        wake: Arc::new(Notify::new()),
-                        stop: self.inner.stop.child_token(),
-                    });
+                    routes.push(Route::new(integration, true, self.inner.stop.child_token()));
                 }
                 Ok(_) => {
                     tracing::error!(integration = %name, "an integration of the config file has the same name; the API's is ignored")
@@ -276,13 +332,7 @@ impl Dispatch {
         {
             return Err(RouteError::Exists(integration.name));
         }
-        let route = Route {
-            filter: Filter::from_config(&integration),
-            config: integration,
-            from_api: true,
-            wake: Arc::new(Notify::new()),
-            stop: self.inner.stop.child_token(),
-        };
+        let route = Route::new(integration, true, self.inner.stop.child_token());
         if let Some(db_path) = self
             .inner
             .db_path
@@ -321,6 +371,39 @@ impl Dispatch {
             .iter()
             .map(|route| route.config.clone())
             .collect()
+    }
+
+    /// The log and metrics records of a batch's samples for the logs/metrics
+    /// integrations that admit them; `None` when none does (the common case costs
+    /// nothing). Built before the batch is applied, published after its commit.
+    pub fn telemetry(&self, node: &NodeKey, samples: &[Sample]) -> Option<TelemetryBatch> {
+        let routes = self
+            .inner
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let queues: Vec<(&TelemetryQueue, &Filter)> = routes
+            .iter()
+            .filter_map(|route| Some((route.telemetry.as_ref()?, &route.filter)))
+            .filter(|(_, filter)| filter.admits_place(&node.tenant, &node.cluster))
+            .collect();
+        if queues.is_empty() {
+            return None;
+        }
+        let mut records = Vec::new();
+        for (is_log, record) in telemetry::records(node, samples) {
+            let source = if is_log {
+                EventSource::Logs
+            } else {
+                EventSource::Metrics
+            };
+            for (queue, filter) in &queues {
+                if filter.admits_source(source) {
+                    records.push(((*queue).clone(), record.clone()));
+                }
+            }
+        }
+        Some(TelemetryBatch { records })
     }
 
     /// The integrations that admit `event`: the store writes an outbox row for each.

@@ -25,5 +25,6 @@ pub mod outbox;
 pub mod server;
 pub mod sink;
 pub mod store;
+pub mod telemetry;
 pub mod up;
 pub mod window;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::dispatch::Dispatch;
 use crate::engine::{Batch, Engine, EngineError, Hello};
 use crate::model::{NodeKey, Timestamp};
 use crate::store::{Store, Write};
@@ -135,7 +136,7 @@ async fn run(
             }
             command = queue.recv() => match command {
                 None => break,
-                Some(command) => match handle(&mut engine, command) {
+                Some(command) => match handle(&mut engine, command, store.dispatch()) {
                     Some(write) => write,
                     None => continue,
                 },
@@ -149,7 +150,7 @@ async fn run(
 }
 
 /// Applies one command; returns what must be persisted, if anything.
-fn handle(engine: &mut Engine, command: Command) -> Option<Write> {
+fn handle(engine: &mut Engine, command: Command, dispatch: &Dispatch) -> Option<Write> {
     let now = Timestamp::now();
     match command {
         Command::Hello { key, hello, done } => {
@@ -165,6 +166,9 @@ fn handle(engine: &mut Engine, command: Command) -> Option<Write> {
             })
         }
         Command::Batch { key, batch, done } => {
+            // Log lines and host samples for logs/metrics integrations, handed over
+            // once the batch is committed (and not for a replayed batch).
+            let telemetry = dispatch.telemetry(&key, &batch.samples);
             let first_host = engine
                 .node(&key)
                 .is_some_and(|node| node.latest_host.is_none());
@@ -186,6 +190,11 @@ fn handle(engine: &mut Engine, command: Command) -> Option<Write> {
                         nodes: node.into_iter().collect(),
                         events: outcome.events,
                         done: Some(Box::new(move |result| {
+                            if let (Ok(()), false, Some(telemetry)) =
+                                (result, applied.duplicate, telemetry)
+                            {
+                                telemetry.publish();
+                            }
                             let result = result
                                 .map(|()| applied)
                                 .map_err(|error| MonitorError::Store(error.to_string()));

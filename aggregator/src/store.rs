@@ -102,6 +102,9 @@ pub struct StoredIssueEvent {
 pub struct Store {
     writes: mpsc::Sender<Write>,
     reader: Arc<Mutex<Connection>>,
+    /// Where committed writes are published; the monitor routes logs and metrics
+    /// through it too.
+    dispatch: Dispatch,
 }
 
 /// The writer thread; joined on shutdown once every `Store` handle is dropped.
@@ -148,7 +151,10 @@ impl Store {
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || write_loop(writer, queue, dispatch))
+            .spawn({
+                let dispatch = dispatch.clone();
+                move || write_loop(writer, queue, dispatch)
+            })
             .map_err(|error| StoreError::Corrupt {
                 what: "writer thread".into(),
                 detail: error.to_string(),
@@ -157,10 +163,15 @@ impl Store {
             Store {
                 writes,
                 reader: Arc::new(Mutex::new(reader)),
+                dispatch,
             },
             StoreWriter { thread },
             restored,
         ))
+    }
+
+    pub fn dispatch(&self) -> &Dispatch {
+        &self.dispatch
     }
 
     /// Queues a write; waits while the queue is full.

@@ -144,6 +144,23 @@ pub enum AnySink {
     CloudwatchMetrics(Box<cloudwatch_metrics::CloudWatchMetricsSink>),
 }
 
+impl AnySink {
+    /// Delivers records in one call where the service takes batches (CloudWatch), else
+    /// one by one, stopping at the first failure.
+    pub async fn deliver_batch(&mut self, records: &[Value]) -> Result<(), DeliveryError> {
+        match self {
+            AnySink::CloudwatchLogs(sink) => sink.put(records).await,
+            AnySink::CloudwatchMetrics(sink) => sink.put(records).await,
+            _ => {
+                for record in records {
+                    self.deliver(record).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 impl Sink for AnySink {
     async fn deliver(&mut self, envelope: &Value) -> Result<(), DeliveryError> {
         match self {
