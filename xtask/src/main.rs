@@ -12,12 +12,14 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 mod bench_agent;
+mod bench_page;
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
   bench-agent [--seconds N]  the agent's footprint (RSS, CPU per sample, size) vs node_exporter
+  bench-page [--trips N]     time to page: sample sent -> webhook has the `opened` event
   ci    fmt check, clippy (-D warnings), build all binaries, all tests";
 
 fn main() -> ExitCode {
@@ -37,6 +39,7 @@ fn run() -> Result<()> {
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["ci"] => ci(),
         ["bench-agent", ref rest @ ..] => bench_agent::run(rest),
+        ["bench-page", ref rest @ ..] => bench_page::run(rest),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())
