@@ -14,13 +14,16 @@ use anyhow::{Context, Result, bail};
 mod bench_agent;
 mod bench_page;
 
+mod dist;
+
 const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
   bench-agent [--seconds N]  the agent's footprint (RSS, CPU per sample, size) vs node_exporter
   bench-page [--trips N]     time to page: sample sent -> webhook has the `opened` event
-  ci    fmt check, clippy (-D warnings), build all binaries, all tests";
+  ci    fmt check, clippy (-D warnings), build all binaries, packages, all tests
+  dist  release builds and the .deb and .rpm packages in target/dist/";
 
 fn main() -> ExitCode {
     // Printed by hand: anyhow's `Termination` would add a backtrace when RUST_BACKTRACE
@@ -40,6 +43,11 @@ fn run() -> Result<()> {
         ["ci"] => ci(),
         ["bench-agent", ref rest @ ..] => bench_agent::run(rest),
         ["bench-page", ref rest @ ..] => bench_page::run(rest),
+        ["dist"] => {
+            let root = workspace_root()?;
+            let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            dist::dist(&root, &target_dir(&root)?, &cargo)
+        }
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())
@@ -77,6 +85,11 @@ const CI_STEPS: &[Step] = &[
     Step {
         title: "build binaries",
         args: &["build", "--workspace", "--bins", "--locked"],
+    },
+    // The packaging tests install target/dist's packages (release builds, once).
+    Step {
+        title: "packages",
+        args: &["xtask", "dist"],
     },
     Step {
         title: "tests",
