@@ -9,8 +9,10 @@
 //! - both .rpms installed with `rpm -i --root --nodeps` into a scratch copy of that Debian
 //!   root, so their scriptlets really run (in a chroot, without systemd running).
 //!
-//! They need root, dpkg, rpm, debootstrap, systemd-nspawn and the packages. Under CI
-//! (`CI=true`) a missing prerequisite fails the test; elsewhere the test says why it skips.
+//! They need root, dpkg, rpm, debootstrap, systemd-nspawn and the packages, and they
+//! change this host (packages, a system user): they run under CI (`CI=true`), where a
+//! missing prerequisite fails them, or when `HOSTWATCH_PACKAGING_TESTS=1`; elsewhere they
+//! say why they skip.
 //! The Debian root is made once with debootstrap (about 2 minutes) and kept in
 //! `/var/cache/hostwatch-ci/debian-root`; each test mounts an overlay over it, so the
 //! cache stays pristine.
@@ -884,8 +886,16 @@ impl Dist {
 }
 
 /// `Some(dist)` when the test can run. Otherwise under CI an error naming what is missing;
-/// elsewhere `None`, after printing why the test skips.
+/// elsewhere (or when not asked to run) `None`, after printing why the test skips.
 fn prerequisites(test: &str, commands: &[&str]) -> Result<Option<Dist>> {
+    let in_ci = std::env::var("CI").is_ok_and(|ci| ci == "true");
+    if !in_ci && std::env::var("HOSTWATCH_PACKAGING_TESTS").is_err() {
+        println!(
+            "skipping {test}: it installs packages and a system user on this host; set \
+             HOSTWATCH_PACKAGING_TESTS=1 (CI runs it)"
+        );
+        return Ok(None);
+    }
     let mut missing = Vec::new();
     if !rustix::process::geteuid().is_root() {
         missing.push("root".to_owned());
@@ -916,7 +926,7 @@ fn prerequisites(test: &str, commands: &[&str]) -> Result<Option<Dist>> {
         "{test} needs {} (`.ci/run` installs the tools; `cargo xtask ci` builds the packages)",
         missing.join(", ")
     );
-    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+    if in_ci {
         bail!("{message}");
     }
     println!("skipping {message}");
