@@ -8,6 +8,7 @@
 //! scriptlets live in `packaging/`; this file only drives the tools. It does not install
 //! them: `.ci/run` does (`cargo install cargo-deb cargo-generate-rpm --locked`).
 
+use std::env;
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,17 +20,35 @@ use anyhow::{Context, Result, bail};
 const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 const GNU_TARGET: &str = "x86_64-unknown-linux-gnu";
 
-/// Builds the release binaries and the four packages into `<target_dir>/dist/`, which it
-/// empties first so that it holds exactly this build's packages.
-pub(crate) fn dist(root: &Path, target_dir: &Path, cargo: &OsString) -> Result<()> {
+/// `cargo xtask dist [--skip-without-tools]`. With the flag, and outside CI (`CI=true`),
+/// a missing cargo-deb or cargo-generate-rpm skips the packages instead of failing, so
+/// `cargo xtask ci` works on a machine without them (the packaging tests skip too).
+pub(crate) fn task(skip_without_tools: bool) -> Result<()> {
+    let root = crate::workspace_root()?;
+    let target_dir = crate::target_dir(&root)?;
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let dist_dir = target_dir.join("dist");
     if dist_dir.exists() {
         fs::remove_dir_all(&dist_dir)
             .with_context(|| format!("cannot empty {}", dist_dir.display()))?;
     }
+    if let Err(missing) = ensure_packagers(&root, &cargo) {
+        let in_ci = env::var("CI").is_ok_and(|ci| ci == "true");
+        if skip_without_tools && !in_ci {
+            println!("==> skipping the packages: {missing:#}");
+            return Ok(());
+        }
+        return Err(missing);
+    }
+    dist(&root, &target_dir, &cargo)
+}
+
+/// Builds the release binaries and the four packages into `<target_dir>/dist/`, which
+/// holds exactly this build's packages afterwards.
+fn dist(root: &Path, target_dir: &Path, cargo: &OsString) -> Result<()> {
+    let dist_dir = target_dir.join("dist");
     fs::create_dir_all(&dist_dir)
         .with_context(|| format!("cannot create {}", dist_dir.display()))?;
-    ensure_packagers(root, cargo)?;
 
     let agent_target = agent_target()?;
     let mut agent_build = cargo_command(root, target_dir, cargo);
