@@ -267,6 +267,10 @@ impl Agent {
                 );
             }
         }
+        // A clean stop: the next seq becomes durable, so even a reboot resumes exactly.
+        if let Err(err) = lock(&outbox).sync() {
+            tracing::warn!("cannot make the seq counter durable: {err}");
+        }
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! Small files in the state directory, written so that a crash leaves either the old or the
-//! new content, never a torn one (temp file, fsync, rename).
+//! new content, never a torn one (temp file, fsync when it must survive a power loss,
+//! rename).
 //!
 //! It knows nothing about what the files mean; [`crate::identity`] and [`crate::outbox`]
 //! own their files' names and formats.
@@ -29,15 +30,28 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, AgentError> {
     }
 }
 
-/// Replaces the file's content atomically.
+/// Replaces the file's content atomically and durably (fsync before the rename).
 pub(crate) fn write_atomic(path: &Path, content: &[u8]) -> Result<(), AgentError> {
+    write_replacing(path, content, true)
+}
+
+/// Replaces the file's content atomically, without waiting for the disk: a killed process
+/// leaves the old or the new content, but a power loss may leave the old one. For files
+/// rewritten on every sample, where an fsync would cost more CPU than the whole sample.
+pub(crate) fn write_replace(path: &Path, content: &[u8]) -> Result<(), AgentError> {
+    write_replacing(path, content, false)
+}
+
+fn write_replacing(path: &Path, content: &[u8], durable: bool) -> Result<(), AgentError> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp_path = std::path::PathBuf::from(tmp_name);
     let result = (|| {
         let mut file = std::fs::File::create(&tmp_path)?;
         file.write_all(content)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         std::fs::rename(&tmp_path, path)
     })();
     result.map_err(|source| AgentError::State {

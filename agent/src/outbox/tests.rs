@@ -327,3 +327,71 @@ fn a_failed_persist_changes_nothing() {
     assert_eq!(seqs(&outbox), [1]);
     assert_eq!(outbox.next_seq(), 2);
 }
+
+fn reservation(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join(SEQ_RESERVED_FILE)).unwrap()
+}
+
+#[test]
+fn seqs_are_reserved_durably_in_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = Outbox::open(dir.path(), ROOMY).unwrap();
+    assert!(reservation(dir.path()).starts_with(&format!("{} ", 1 + SEQ_BLOCK)));
+    for n in 0..SEQ_BLOCK {
+        outbox.push(sample(n as i64)).unwrap();
+        outbox.ack(n + 1);
+    }
+    assert_eq!(outbox.next_seq(), SEQ_BLOCK + 1);
+    outbox.push(sample(0)).unwrap();
+    assert!(
+        reservation(dir.path()).starts_with(&format!("{} ", 2 * SEQ_BLOCK + 1)),
+        "{}",
+        reservation(dir.path())
+    );
+}
+
+#[test]
+fn after_a_reboot_the_reservation_wins_over_a_stale_seq_file() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut outbox = Outbox::open(dir.path(), ROOMY).unwrap();
+        for n in 1..=5 {
+            outbox.push(sample(n)).unwrap();
+            outbox.ack(n as u64);
+        }
+    }
+    // Same boot: the (unsynced) seq file is right.
+    assert_eq!(Outbox::open(dir.path(), ROOMY).unwrap().next_seq(), 6);
+    // A power loss lost the last seq file writes, and the machine booted again.
+    std::fs::write(dir.path().join(SEQ_FILE), "2\n").unwrap();
+    std::fs::write(dir.path().join(SEQ_RESERVED_FILE), "1030 another-boot\n").unwrap();
+    let outbox = Outbox::open(dir.path(), ROOMY).unwrap();
+    assert_eq!(
+        outbox.next_seq(),
+        1030,
+        "skip to the reservation, never reuse"
+    );
+}
+
+#[test]
+fn a_clean_stop_makes_the_next_seq_exact_even_across_a_reboot() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut outbox = Outbox::open(dir.path(), ROOMY).unwrap();
+        for n in 1..=3 {
+            outbox.push(sample(n)).unwrap();
+        }
+        outbox.sync().unwrap();
+    }
+    let text = reservation(dir.path());
+    let (seq, boot_id) = text.trim().split_once(' ').unwrap();
+    assert_eq!(seq, "4");
+    std::fs::write(
+        dir.path().join(SEQ_RESERVED_FILE),
+        format!("4 not-{boot_id}\n"),
+    )
+    .unwrap();
+    let reopened = Outbox::open(dir.path(), ROOMY).unwrap();
+    assert_eq!(reopened.next_seq(), 4);
+    assert_eq!(seqs(&reopened), [1, 2, 3]);
+}

@@ -192,11 +192,11 @@ impl FsStats {
         }
     }
 
-    fn disk_usage(&self, entry: &MountEntry<'_>) -> DiskUsage {
+    fn disk_usage(&self, mount: &ReportedMount) -> DiskUsage {
         DiskUsage {
-            mount: entry.mount_point_lossy().into_owned(),
-            device: entry.source.to_string(),
-            fs_type: entry.fs_type.to_string(),
+            mount: mount.mount.clone(),
+            device: mount.device.clone(),
+            fs_type: mount.fs_type.clone(),
             total_bytes: to_i64(self.blocks.saturating_mul(self.fragment_size)),
             available_bytes: to_i64(self.blocks_available.saturating_mul(self.fragment_size)),
             used_percent: self.used_percent(),
@@ -434,6 +434,33 @@ pub struct HostProbe {
     buf: String,
     /// Mount points whose statvfs failed last time, so that the warning is logged once.
     failing_mounts: HashSet<String>,
+    /// Kept open to be told when the mount table changes.
+    mountinfo: Option<std::fs::File>,
+    /// The mounts to report, as of the last read of the mount table.
+    mounts: Vec<ReportedMount>,
+    mounts_read: bool,
+}
+
+/// A mount the probe reports, owned so it outlives the mountinfo text it came from.
+#[derive(Debug, Clone)]
+struct ReportedMount {
+    /// Raw bytes, for statvfs.
+    mount_point: Vec<u8>,
+    /// The same, lossily decoded, as reported.
+    mount: String,
+    device: String,
+    fs_type: String,
+}
+
+impl ReportedMount {
+    fn from_entry(entry: &MountEntry<'_>) -> ReportedMount {
+        ReportedMount {
+            mount_point: entry.mount_point.to_vec(),
+            mount: entry.mount_point_lossy().into_owned(),
+            device: entry.source.to_string(),
+            fs_type: entry.fs_type.to_string(),
+        }
+    }
 }
 
 impl HostProbe {
@@ -446,11 +473,50 @@ impl HostProbe {
             cores,
             buf,
             failing_mounts: HashSet::new(),
+            mountinfo: std::fs::File::open(MOUNTINFO_PATH).ok(),
+            mounts: Vec::new(),
+            mounts_read: false,
         })
     }
 
     pub fn cores(&self) -> CoreCount {
         self.cores
+    }
+
+    /// Re-reads the mount table only when it changed: the kernel flags an open
+    /// `/proc/self/mountinfo` with POLLPRI when a mount comes or goes, so an unchanged table
+    /// costs one `poll` instead of a read and a parse per sample (which would take sampling
+    /// well past its budget of 1.5× the bare reads). Without the file, it reads every time.
+    fn refresh_mounts(&mut self) -> Result<(), ProbeError> {
+        let changed = match &self.mountinfo {
+            Some(file) if self.mounts_read => {
+                let mut fds = [rustix::event::PollFd::new(
+                    file,
+                    rustix::event::PollFlags::PRI,
+                )];
+                let zero = rustix::event::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                match rustix::event::poll(&mut fds, Some(&zero)) {
+                    Ok(_) => fds[0]
+                        .revents()
+                        .intersects(rustix::event::PollFlags::PRI | rustix::event::PollFlags::ERR),
+                    Err(_) => true,
+                }
+            }
+            _ => true,
+        };
+        if !changed {
+            return Ok(());
+        }
+        read_into(MOUNTINFO_PATH, &mut self.buf)?;
+        self.mounts = select_mounts(parse_mountinfo(&self.buf), &self.filter)
+            .iter()
+            .map(ReportedMount::from_entry)
+            .collect();
+        self.mounts_read = true;
+        Ok(())
     }
 
     /// Takes one sample. A mount whose statvfs fails is left out (and logged once); a
@@ -460,25 +526,23 @@ impl HostProbe {
         let load = parse_loadavg(&self.buf)?;
         read_into(MEMINFO_PATH, &mut self.buf)?;
         let memory = parse_meminfo(&self.buf)?;
-        read_into(MOUNTINFO_PATH, &mut self.buf)?;
-        let mounts = select_mounts(parse_mountinfo(&self.buf), &self.filter);
-        let mut disks = Vec::with_capacity(mounts.len());
-        for entry in &mounts {
-            let mount_point = entry.mount_point_lossy();
-            match rustix::fs::statvfs(entry.mount_point.as_ref()) {
+        self.refresh_mounts()?;
+        let mut disks = Vec::with_capacity(self.mounts.len());
+        for mount in &self.mounts {
+            match rustix::fs::statvfs(mount.mount_point.as_slice()) {
                 Ok(stat) => {
-                    if self.failing_mounts.remove(mount_point.as_ref()) {
-                        tracing::info!(mount = %mount_point, "statvfs works again");
+                    if self.failing_mounts.remove(&mount.mount) {
+                        tracing::info!(mount = %mount.mount, "statvfs works again");
                     }
                     let stats = FsStats::from_statvfs(&stat);
                     // Like df without -a: a filesystem with no blocks holds no data.
                     if stats.blocks > 0 {
-                        disks.push(stats.disk_usage(entry));
+                        disks.push(stats.disk_usage(mount));
                     }
                 }
                 Err(err) => {
-                    if self.failing_mounts.insert(mount_point.to_string()) {
-                        tracing::warn!(mount = %mount_point, error = %err, "statvfs failed; mount left out of samples");
+                    if self.failing_mounts.insert(mount.mount.clone()) {
+                        tracing::warn!(mount = %mount.mount, error = %err, "statvfs failed; mount left out of samples");
                     }
                 }
             }
@@ -772,7 +836,7 @@ processor\t: 7\nphysical id\t: 1\ncore id\t\t: 1\n\n";
         let entry = parse_mountinfo("27 1 254:0 / / rw - ext4 /dev/vda rw\n")
             .next()
             .unwrap();
-        let disk = stats.disk_usage(&entry);
+        let disk = stats.disk_usage(&ReportedMount::from_entry(&entry));
         assert_eq!(disk.total_bytes, 270_553_174_016);
         assert_eq!(disk.available_bytes, 85_283_516_416);
         assert_eq!(
