@@ -1,3 +1,5 @@
+//! Health as a function of open issues, and the health event's fields (snapshot).
+
 use super::*;
 
 fn node(name: &str) -> NodeKey {

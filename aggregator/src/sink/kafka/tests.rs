@@ -1,3 +1,6 @@
+//! The kafka sink against rdkafka's MockCluster: topic, key and order as a consumer reads
+//! them back, and a broker that is down.
+
 use std::time::Duration;
 
 use rdkafka::Message;

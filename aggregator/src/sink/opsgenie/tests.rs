@@ -1,3 +1,6 @@
+//! The opsgenie sink against a real HTTP server on 127.0.0.1: create, note and close by
+//! alias, priorities, payload snapshots.
+
 use serde_json::json;
 
 use super::*;

@@ -1,3 +1,7 @@
+//! The slack sink against a real HTTP server on 127.0.0.1: bot mode's one message per
+//! issue edited at most every 5 minutes (with an injected clock), colours, webhook mode,
+//! Slack's error answers, payload snapshots.
+
 use std::sync::Mutex;
 
 use serde_json::json;

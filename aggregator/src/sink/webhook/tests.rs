@@ -1,3 +1,6 @@
+//! The webhook sink against a real HTTP server on 127.0.0.1: the body and its signature,
+//! custom headers, how answers are classified, and secrets kept out of errors.
+
 use serde_json::json;
 
 use super::*;
