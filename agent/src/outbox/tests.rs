@@ -164,8 +164,10 @@ fn unacknowledged_batches_seq_and_drop_count_survive_a_reopen() {
         outbox.batch(5).unwrap()
     };
     assert_eq!(
-        std::fs::read_to_string(dir.path().join(SEQ_FILE)).unwrap(),
-        "6\n"
+        std::fs::read_to_string(dir.path().join(SEQ_FILE))
+            .unwrap()
+            .trim(),
+        "6"
     );
     let epoch = std::fs::read_to_string(dir.path().join(SEQ_EPOCH_FILE)).unwrap();
     let mut reopened = Outbox::open(dir.path(), bounded(3)).unwrap();
@@ -394,4 +396,38 @@ fn a_clean_stop_makes_the_next_seq_exact_even_across_a_reboot() {
     let reopened = Outbox::open(dir.path(), ROOMY).unwrap();
     assert_eq!(reopened.next_seq(), 4);
     assert_eq!(seqs(&reopened), [1, 2, 3]);
+}
+
+#[test]
+fn an_empty_batch_file_from_a_kill_is_skipped_and_its_seq_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut outbox = Outbox::open(dir.path(), ROOMY).unwrap();
+        outbox.push(sample(1)).unwrap();
+    }
+    // Killed after creating batch 2's file, before writing it and the seq file.
+    std::fs::write(
+        dir.path().join(SPOOL_DIR).join("00000000000000000002.pb"),
+        b"",
+    )
+    .unwrap();
+    let mut reopened = Outbox::open(dir.path(), ROOMY).unwrap();
+    assert_eq!(reopened.next_seq(), 3);
+    assert!(reopened.batch(1).is_some());
+    assert_eq!(reopened.batch(2), None, "never sent as an empty batch");
+    assert_eq!(seqs(&reopened), [1]);
+}
+
+#[test]
+fn the_seq_file_is_rewritten_in_place_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = Outbox::open(dir.path(), ROOMY).unwrap();
+    for n in 1..=12 {
+        outbox.push(sample(n)).unwrap();
+    }
+    let text = std::fs::read_to_string(dir.path().join(SEQ_FILE)).unwrap();
+    assert_eq!(text.len(), 21, "{text:?}");
+    assert_eq!(text.trim(), "13");
+    drop(outbox);
+    assert_eq!(Outbox::open(dir.path(), ROOMY).unwrap().next_seq(), 13);
 }
