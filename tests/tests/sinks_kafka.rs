@@ -8,17 +8,16 @@
 //! says what is missing, and is skipped (with a message) elsewhere.
 
 use std::ffi::OsStr;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use proto::v1 as wire;
-use proto::v1::ingest_client::IngestClient;
+use sinks_support::{Agent, host};
 use tests::{Process, binary, eventually, free_addr, temp_dir, wait_for_port, write_file};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+
+mod sinks_support;
 
 const INSTANCE_ID: &str = "df22bc90-ebdd-4c8e-a051-b088f89f8897";
 const INTERVAL_S: u64 = 10;
@@ -71,93 +70,17 @@ fn requirements() -> Result<Option<PathBuf>> {
     Ok(None)
 }
 
-fn now_ms() -> Result<i64> {
-    Ok(i64::try_from(
-        SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis(),
-    )?)
-}
-
-fn host(load1: f64) -> Result<wire::Sample> {
-    Ok(wire::Sample {
-        time_unix_ms: now_ms()?,
-        kind: Some(wire::sample::Kind::Host(wire::HostSample {
-            load1,
-            physical_cores: 2,
-            logical_cores: 2,
-            memory_total_bytes: 1 << 30,
-            memory_available_bytes: 1 << 29,
-            memory_used_percent: 50.0,
-            ..Default::default()
-        })),
-    })
-}
-
-/// A fake agent for node `orion1230001`: hello, then one batch per `send`.
-struct Agent {
-    sender: mpsc::Sender<wire::AgentMessage>,
-    inbound: tonic::Streaming<wire::AggregatorMessage>,
-    seq: u64,
-}
-
-impl Agent {
-    async fn connect(addr: SocketAddr) -> Result<Self> {
-        let (sender, outbound) = mpsc::channel(4);
-        sender
-            .send(wire::AgentMessage {
-                kind: Some(wire::agent_message::Kind::Hello(wire::Hello {
-                    identity: Some(wire::NodeIdentity {
-                        tenant: "orion-123".into(),
-                        cluster: "esdb".into(),
-                        node: "orion1230001".into(),
-                        service_instance_id: INSTANCE_ID.into(),
-                        business_group: "marketing".into(),
-                        cloud_service_name: "Managed EventStoreDB".into(),
-                        instance_class: "Managed EventStoreDB".into(),
-                        ..Default::default()
-                    }),
-                    agent_version: "test".into(),
-                    probes: vec![wire::ProbeInfo {
-                        name: "host".into(),
-                        interval_ms: 60_000,
-                    }],
-                    seq_epoch: "e1".into(),
-                    ..Default::default()
-                })),
-            })
-            .await?;
-        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await?;
-        let inbound = IngestClient::new(channel)
-            .stream(ReceiverStream::new(outbound))
-            .await?
-            .into_inner();
-        Ok(Self {
-            sender,
-            inbound,
-            seq: 0,
-        })
-    }
-
-    async fn send(&mut self, sample: wire::Sample) -> Result<()> {
-        self.seq += 1;
-        self.sender
-            .send(wire::AgentMessage {
-                kind: Some(wire::agent_message::Kind::Batch(wire::SampleBatch {
-                    seq: self.seq,
-                    samples: vec![sample],
-                    dropped_batches_total: 0,
-                })),
-            })
-            .await?;
-        let message = tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
-            .await
-            .context("no ack within 10 s")??
-            .context("the stream ended without an ack")?;
-        match message.kind {
-            Some(wire::aggregator_message::Kind::Ack(ack)) if ack.accepted == 1 => Ok(()),
-            other => bail!("unexpected answer to the batch: {other:?}"),
-        }
+/// The node whose health events the consumer checks.
+fn orion() -> wire::NodeIdentity {
+    wire::NodeIdentity {
+        tenant: "orion-123".into(),
+        cluster: "esdb".into(),
+        node: "orion1230001".into(),
+        service_instance_id: INSTANCE_ID.into(),
+        business_group: "marketing".into(),
+        cloud_service_name: "Managed EventStoreDB".into(),
+        instance_class: "Managed EventStoreDB".into(),
+        ..Default::default()
     }
 }
 
@@ -243,7 +166,7 @@ sink = {{ type = "kafka", brokers = "{brokers}", interval = "{INTERVAL_S}s" }}
     )?;
     wait_for_port(addr, tests::TIMEOUT).await?;
 
-    let mut agent = Agent::connect(addr).await?;
+    let mut agent = Agent::connect(addr, orion()).await?;
     agent.send(host(0.5)?).await?;
     eventually(
         "the consumer to see the node's first event (OK)",

@@ -5,25 +5,17 @@
 
 #[path = "../../aggregator/src/sink/testing.rs"]
 mod receiver;
+mod sinks_support;
 
 use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use proto::v1 as wire;
-use proto::v1::ingest_client::IngestClient;
+use anyhow::Result;
 use receiver::{Receiver, Reply};
+use sinks_support::{Agent, host, identity};
 use tests::{Process, binary, eventually, free_addr, temp_dir, wait_for_port, write_file};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-
-fn now_ms() -> Result<i64> {
-    Ok(i64::try_from(
-        SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis(),
-    )?)
-}
 
 fn start_aggregator(name: &str, config: &Path, log_dir: &Path) -> Result<Process> {
     let args = [
@@ -34,64 +26,12 @@ fn start_aggregator(name: &str, config: &Path, log_dir: &Path) -> Result<Process
     Process::spawn(name, &binary("hostwatch-aggregator")?, args, log_dir)
 }
 
-/// Says hello as `node` and sends one sample whose core load (9 / 2 cores) trips
-/// `core_load`; returns once the batch is acknowledged, i.e. its event is committed.
+/// Trips `core_load` on `node`; returns once its `opened` event is committed.
 async fn trip(addr: SocketAddr, node: &str) -> Result<()> {
-    let (sender, outbound) = mpsc::channel(4);
-    sender
-        .send(wire::AgentMessage {
-            kind: Some(wire::agent_message::Kind::Hello(wire::Hello {
-                identity: Some(wire::NodeIdentity {
-                    tenant: "acme".into(),
-                    cluster: "db".into(),
-                    node: node.into(),
-                    ..Default::default()
-                }),
-                agent_version: "test".into(),
-                probes: vec![wire::ProbeInfo {
-                    name: "host".into(),
-                    interval_ms: 60_000,
-                }],
-                seq_epoch: "e1".into(),
-                ..Default::default()
-            })),
-        })
-        .await?;
-    sender
-        .send(wire::AgentMessage {
-            kind: Some(wire::agent_message::Kind::Batch(wire::SampleBatch {
-                seq: 1,
-                samples: vec![wire::Sample {
-                    time_unix_ms: now_ms()?,
-                    kind: Some(wire::sample::Kind::Host(wire::HostSample {
-                        load1: 9.0,
-                        physical_cores: 2,
-                        logical_cores: 2,
-                        memory_total_bytes: 1 << 30,
-                        memory_available_bytes: 1 << 29,
-                        memory_used_percent: 50.0,
-                        ..Default::default()
-                    })),
-                }],
-                dropped_batches_total: 0,
-            })),
-        })
-        .await?;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
-    let mut inbound = IngestClient::new(channel)
-        .stream(ReceiverStream::new(outbound))
+    Agent::connect(addr, identity(node))
         .await?
-        .into_inner();
-    let message = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        .send(host(9.0)?)
         .await
-        .context("no ack within 10 s")??
-        .context("the stream ended without an ack")?;
-    match message.kind {
-        Some(wire::aggregator_message::Kind::Ack(ack)) if ack.accepted == 1 => Ok(()),
-        other => bail!("unexpected answer to the batch: {other:?}"),
-    }
 }
 
 #[tokio::test]

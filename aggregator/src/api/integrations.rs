@@ -33,6 +33,20 @@ impl IntegrationsService {
         Self { dispatch }
     }
 
+    /// The integration named `name`, if the caller may see it; another tenant's is
+    /// "not found", as if it did not exist.
+    fn visible_integration(
+        &self,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<IntegrationConfig, Status> {
+        self.dispatch
+            .integrations()
+            .into_iter()
+            .find(|integration| integration.name == name && visible(caller, integration))
+            .ok_or_else(|| Status::not_found(format!("integration {name:?} does not exist")))
+    }
+
     async fn with_outbox<T: Send + 'static>(
         &self,
         operation: impl FnOnce(&mut Outbox) -> Result<T, StoreError> + Send + 'static,
@@ -229,12 +243,7 @@ impl wire::integrations_server::Integrations for IntegrationsService {
         let caller = auth::caller(&request)?;
         caller.require_admin()?;
         let name = request.into_inner().name;
-        let integration = self
-            .dispatch
-            .integrations()
-            .into_iter()
-            .find(|integration| integration.name == name && visible(&caller, integration))
-            .ok_or_else(|| Status::not_found(format!("integration {name:?} does not exist")))?;
+        let integration = self.visible_integration(&caller, &name)?;
         if self.dispatch.is_from_api(&name) != Some(true) {
             return Err(Status::failed_precondition(format!(
                 "integration {name:?} comes from the config file; remove it there"
@@ -257,12 +266,7 @@ impl wire::integrations_server::Integrations for IntegrationsService {
         let caller = auth::caller(&request)?;
         caller.require_admin()?;
         let name = request.into_inner().name;
-        let integration = self
-            .dispatch
-            .integrations()
-            .into_iter()
-            .find(|integration| integration.name == name && visible(&caller, integration))
-            .ok_or_else(|| Status::not_found(format!("integration {name:?} does not exist")))?;
+        let integration = self.visible_integration(&caller, &name)?;
         let timeout = integration.timeout;
         let outcome = match integration.sink.build(timeout) {
             Err(error) => Err(format!("sink.{error}")),
