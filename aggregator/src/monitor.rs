@@ -84,9 +84,22 @@ impl Monitor {
 
     /// Applies a batch; returns once it is persisted and may be acknowledged.
     pub async fn apply(&self, key: NodeKey, batch: Batch) -> Result<Applied, MonitorError> {
+        self.submit(key, batch).await?.await
+    }
+
+    /// Queues a batch behind those already queued (the monitor applies them in order)
+    /// and returns at once: the returned future completes once the batch is persisted
+    /// and may be acknowledged. Lets one stream have several batches in flight while
+    /// keeping acks after commits.
+    pub async fn submit(
+        &self,
+        key: NodeKey,
+        batch: Batch,
+    ) -> Result<impl Future<Output = Result<Applied, MonitorError>> + Send + 'static, MonitorError>
+    {
         let (done, outcome) = oneshot::channel();
         self.send(Command::Batch { key, batch, done }).await?;
-        outcome.await.map_err(|_| MonitorError::Stopped)?
+        Ok(async move { outcome.await.map_err(|_| MonitorError::Stopped)? })
     }
 
     /// An agent's stream ended.

@@ -1,9 +1,11 @@
 //! The `Ingest` gRPC service: one stream per agent. Reads the Hello, then each batch:
 //! validates its samples, has the monitor apply and persist it, and acknowledges it.
 //!
-//! Batches of one stream are handled one after another, so a stream is acknowledged in
-//! order and a slow store pushes back on that agent. Wire types stop here: the monitor
-//! and engine see domain values only.
+//! Batches of one stream are applied in order and acknowledged in order, each only once
+//! its commit is durable. Up to `IN_FLIGHT` of a stream's batches may wait for their
+//! commit at once (so a stream is not limited to one batch per fsync); past that the
+//! stream is not read, which pushes back on that agent. Wire types stop here: the
+//! monitor and engine see domain values only.
 
 pub mod validate;
 
@@ -24,6 +26,9 @@ use crate::monitor::{Monitor, MonitorError};
 
 /// Acks buffered towards one agent.
 const ACK_BUFFER: usize = 64;
+/// Batches of one stream applied but not yet durable (so not yet acknowledged); past
+/// this the stream's reader waits.
+const IN_FLIGHT: usize = 32;
 
 #[derive(Debug, Clone)]
 pub struct IngestService {
@@ -110,8 +115,27 @@ struct Session {
     acks: mpsc::Sender<Result<wire::AggregatorMessage, Status>>,
 }
 
+/// A batch handed to the monitor: its ack, once its commit completes.
+type PendingAck = std::pin::Pin<Box<dyn Future<Output = Result<wire::Ack, Status>> + Send>>;
+
 impl Session {
     async fn run(self, mut inbound: Streaming<wire::AgentMessage>, stop: CancellationToken) {
+        // Acks leave in batch order, each after its commit: a second task awaits the
+        // pending acks one by one while this one reads and submits further batches.
+        let (pending, mut pending_acks) = mpsc::channel::<PendingAck>(IN_FLIGHT);
+        let acks = self.acks.clone();
+        let acker = tokio::spawn(async move {
+            while let Some(ack) = pending_acks.recv().await {
+                let message = ack.await.map(|ack| wire::AggregatorMessage {
+                    kind: Some(wire::aggregator_message::Kind::Ack(ack)),
+                });
+                let failed = message.is_err();
+                if acks.send(message).await.is_err() || failed {
+                    return false;
+                }
+            }
+            true
+        });
         let ending = loop {
             let message = tokio::select! {
                 () = stop.cancelled() => break Some(Status::unavailable("the aggregator is shutting down")),
@@ -132,26 +156,28 @@ impl Session {
                     break Some(inbound_error(status));
                 }
             };
-            match self.apply(batch).await {
+            match self.submit(batch).await {
                 Ok(ack) => {
-                    let ack = wire::AggregatorMessage {
-                        kind: Some(wire::aggregator_message::Kind::Ack(ack)),
-                    };
-                    if self.acks.send(Ok(ack)).await.is_err() {
+                    if pending.send(ack).await.is_err() {
+                        // The acker stopped: the agent left or a commit failed.
                         break None;
                     }
                 }
                 Err(status) => break Some(status),
             }
         };
-        if let Some(status) = ending {
+        // Every batch submitted is acknowledged (or fails) before the stream ends.
+        drop(pending);
+        let acker_ok = acker.await.unwrap_or(false);
+        if let Some(status) = ending.filter(|_| acker_ok) {
             let _ = self.acks.send(Err(status)).await;
         }
         self.monitor.disconnected(self.key.clone()).await;
         tracing::info!(node = %self.key, "agent disconnected");
     }
 
-    async fn apply(&self, batch: wire::SampleBatch) -> Result<wire::Ack, Status> {
+    /// Validates a batch and queues it on the monitor; the returned future is its ack.
+    async fn submit(&self, batch: wire::SampleBatch) -> Result<PendingAck, Status> {
         let now = Timestamp::now();
         let mut samples = Vec::with_capacity(batch.samples.len());
         let mut rejected = Vec::new();
@@ -175,21 +201,25 @@ impl Session {
             n_rejected: u32::try_from(rejected.len()).unwrap_or(u32::MAX),
             dropped_batches_total: batch.dropped_batches_total,
         };
-        let applied = self
+        let committed = self
             .monitor
-            .apply(self.key.clone(), domain_batch)
+            .submit(self.key.clone(), domain_batch)
             .await
             .map_err(status)?;
-        Ok(wire::Ack {
-            seq: batch.seq,
-            accepted: if applied.duplicate { 0 } else { accepted },
-            rejected: if applied.duplicate {
-                Vec::new()
-            } else {
-                rejected
-            },
-            duplicate: applied.duplicate,
-        })
+        let seq = batch.seq;
+        Ok(Box::pin(async move {
+            let applied = committed.await.map_err(status)?;
+            Ok(wire::Ack {
+                seq,
+                accepted: if applied.duplicate { 0 } else { accepted },
+                rejected: if applied.duplicate {
+                    Vec::new()
+                } else {
+                    rejected
+                },
+                duplicate: applied.duplicate,
+            })
+        }))
     }
 }
 
