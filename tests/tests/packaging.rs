@@ -5,7 +5,8 @@
 //! - the agent and aggregator .debs inside a Debian root booted with systemd-nspawn: the
 //!   units pass `systemd-analyze verify`, start, the agent reports to an aggregator on the
 //!   host (seen with `hostwatchctl nodes`), is restarted after SIGKILL, and flushes and
-//!   exits 0 on `systemctl stop`; removal stops the units and purge removes user and state;
+//!   exits 0 on `systemctl stop`, an upgrade restarts it; removal stops the units and
+//!   purge removes user and state;
 //! - both .rpms installed with `rpm -i --root --nodeps` into a scratch copy of that Debian
 //!   root, so their scriptlets really run (in a chroot, without systemd running).
 //!
@@ -481,9 +482,37 @@ interval = "1s"
     ]))?;
     analyze(container, aggregator_unit)?;
 
-    // Removal stops the unit; purging the last package removes user and state.
+    // An upgrade restarts the running agent and keeps its edited config.
     container.exec(&["systemctl", "start", unit])?;
     container.wait_for_unit_state(unit, "active").await?;
+    let pid_before_upgrade = container.unit_property(unit, "MainPID")?;
+    let config_path = root.merged.join("etc/hostwatch/agent.toml");
+    let config_before_upgrade = fs::read_to_string(&config_path)?;
+    let upgrade = rebuild_with_bumped_version(agent_deb, &root.merged.join("var/tmp"))?;
+    container.exec(&["dpkg", "--install", &in_var_tmp(&upgrade.path)?])?;
+    let version = container.exec(&[
+        "dpkg-query",
+        "--show",
+        "--showformat=${Version}",
+        "hostwatch-agent",
+    ])?;
+    ensure!(
+        version == upgrade.version,
+        "after the upgrade dpkg has hostwatch-agent {version}, expected {}",
+        upgrade.version
+    );
+    container.wait_for_unit_state(unit, "active").await?;
+    let pid_after_upgrade = container.unit_property(unit, "MainPID")?;
+    ensure!(
+        pid_after_upgrade != pid_before_upgrade && pid_after_upgrade != "0",
+        "the upgrade did not restart {unit}: MainPID {pid_before_upgrade} → {pid_after_upgrade}"
+    );
+    ensure!(
+        fs::read_to_string(&config_path)? == config_before_upgrade,
+        "the upgrade did not keep the edited /etc/hostwatch/agent.toml"
+    );
+
+    // Removal stops the unit; purging the last package removes user and state.
     container.exec(&["dpkg", "--purge", "hostwatch-agent"])?;
     let state = container.unit_property(unit, "ActiveState")?;
     ensure!(state == "inactive", "{unit} is {state} after dpkg --purge");
