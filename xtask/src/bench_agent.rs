@@ -25,22 +25,9 @@ use anyhow::{Context, Result, bail};
 
 const MUSL: &str = "x86_64-unknown-linux-musl";
 
-/// The agent is built for size: the release profile with `opt-level = "s"`, fat LTO and one
-/// codegen unit takes the static binary from 5.4 MB to 3.6 MB (measured here), at no
-/// measurable CPU cost per sample. Passed as `--config` so the workspace's release profile
-/// (which the aggregator wants fast) is untouched.
-const AGENT_PROFILE: &[&str] = &[
-    "--config",
-    "profile.release-agent.inherits=\"release\"",
-    "--config",
-    "profile.release-agent.opt-level=\"s\"",
-    "--config",
-    "profile.release-agent.lto=\"fat\"",
-    "--config",
-    "profile.release-agent.codegen-units=1",
-    "--profile",
-    "release-agent",
-];
+/// The agent's size-optimised profile (`[profile.release-agent]` in the root
+/// Cargo.toml), the same build `cargo xtask dist` packages.
+const AGENT_PROFILE: &[&str] = &["--profile", "release-agent"];
 const WARM_UP: Duration = Duration::from_secs(10);
 
 /// Runs the benchmark; `args` are the task's arguments after `bench-agent`.

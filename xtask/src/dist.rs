@@ -18,6 +18,8 @@ use anyhow::{Context, Result, bail};
 
 /// Where the agent's static binary comes from.
 const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+/// The agent's size-optimised profile (root Cargo.toml); the aggregator uses `release`.
+const AGENT_PROFILE: &str = "release-agent";
 const GNU_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// `cargo xtask dist [--skip-without-tools]`. With the flag, and outside CI (`CI=true`),
@@ -54,7 +56,8 @@ fn dist(root: &Path, target_dir: &Path, cargo: &OsString) -> Result<()> {
     let mut agent_build = cargo_command(root, target_dir, cargo);
     agent_build.args([
         "build",
-        "--release",
+        "--profile",
+        AGENT_PROFILE,
         "--locked",
         "--package",
         "agent",
@@ -74,7 +77,8 @@ fn dist(root: &Path, target_dir: &Path, cargo: &OsString) -> Result<()> {
     )?;
     let agent_binary = target_dir
         .join(agent_target.triple)
-        .join("release/hostwatch-agent");
+        .join(AGENT_PROFILE)
+        .join("hostwatch-agent");
     ensure_static(&agent_binary)?;
 
     let mut aggregator_build = cargo_command(root, target_dir, cargo);
@@ -88,8 +92,12 @@ fn dist(root: &Path, target_dir: &Path, cargo: &OsString) -> Result<()> {
     ]);
     run("aggregator release build", aggregator_build)?;
 
-    let agent_target_args = ["--target", agent_target.triple];
-    for (package, target_args) in [("agent", &agent_target_args[..]), ("aggregator", &[][..])] {
+    let agent_target_args = ["--target", agent_target.triple, "--profile", AGENT_PROFILE];
+    let aggregator_target_args = ["--profile", "release"];
+    for (package, target_args) in [
+        ("agent", &agent_target_args[..]),
+        ("aggregator", &aggregator_target_args[..]),
+    ] {
         let mut deb = cargo_command(root, target_dir, cargo);
         deb.args(["deb", "--no-build", "--package", package])
             .args(target_args)
