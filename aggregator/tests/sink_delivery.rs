@@ -164,15 +164,34 @@ async fn a_hanging_receiver_holds_back_only_its_own_integration() {
         1,
         "the hanging integration is still on its first delivery"
     );
+    // The healthy worker removes a row just after its receiver answered, so wait for its
+    // rows to go rather than reading the outbox at the instant the third request landed.
     let outbox = Outbox::open(&running.db_path()).unwrap();
-    let pending: HashMap<String, usize> = outbox.list("", &[], 0).unwrap().into_iter().fold(
-        HashMap::new(),
-        |mut counts, delivery| {
-            *counts.entry(delivery.integration).or_default() += 1;
-            counts
-        },
+    let pending_by_integration = || -> HashMap<String, usize> {
+        outbox
+            .list("", &[], 0)
+            .unwrap()
+            .into_iter()
+            .fold(HashMap::new(), |mut counts, delivery| {
+                *counts.entry(delivery.integration).or_default() += 1;
+                counts
+            })
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut pending = pending_by_integration();
+    while pending.contains_key("healthy") && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        pending = pending_by_integration();
+    }
+    assert_eq!(
+        pending.get("healthy"),
+        None,
+        "the healthy integration's outbox drains"
     );
-    assert_eq!(pending.get("hanging"), Some(&3));
-    assert_eq!(pending.get("healthy"), None);
+    assert_eq!(
+        pending.get("hanging"),
+        Some(&3),
+        "the hanging one still holds all three"
+    );
     drop(running);
 }
