@@ -362,11 +362,8 @@ async fn run(cli: Cli) -> Result<(), Stop> {
         Command::Integrations(_) | Command::Deliveries(_) => {}
         Command::Notify(args) => {
             let request = args.request();
-            let response = call(
-                "publish notification",
-                client.publish_notification(request),
-            )
-            .await?;
+            let response =
+                call("publish notification", client.publish_notification(request)).await?;
             let notification = response.notification.unwrap_or_default();
             match output {
                 Output::Table => print_text(&notify::detail(&notification))?,
