@@ -1,14 +1,15 @@
 //! Ingest over real gRPC on loopback: a real aggregator, a tonic client playing the agent.
 #![allow(clippy::unwrap_used)] // a test that cannot set itself up should panic, loudly
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod support;
 
-use aggregator::config::AggregatorConfig;
-use aggregator::server::Aggregator;
+use std::time::Duration;
+
 use proto::v1 as wire;
 use proto::v1::ingest_client::IngestClient;
 use proto::v1::operator_client::OperatorClient;
-use tokio::sync::{mpsc, oneshot};
+use support::{Running, now_ms};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -16,58 +17,12 @@ use tonic::transport::Channel;
 /// A small limit, so an oversized message is cheap to make.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
-struct Running {
-    addr: std::net::SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-    _data: tempfile::TempDir,
-}
-
-impl Running {
-    async fn start() -> Self {
-        let data = tempfile::tempdir().unwrap();
-        let mut config = AggregatorConfig::parse("listen = \"127.0.0.1:0\"").unwrap();
-        config.data_dir = data.path().to_owned();
-        config.ingest.max_message_bytes = MAX_MESSAGE_BYTES;
-        let aggregator = Aggregator::bind(config).await.unwrap();
-        let addr = aggregator.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            aggregator
-                .run(async { stopped.await.unwrap_or(()) })
-                .await
-                .unwrap();
-        });
-        Self {
-            addr,
-            stop: Some(stop),
-            task,
-            _data: data,
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+/// An aggregator with a small message limit, from the tests' shared support.
+async fn start() -> Running {
+    Running::start(&format!(
+        "[ingest]\nmax_message_bytes = {MAX_MESSAGE_BYTES}\n"
+    ))
+    .await
 }
 
 fn hello(node: &str) -> wire::AgentMessage {
@@ -160,7 +115,7 @@ async fn next_ack(inbound: &mut tonic::Streaming<wire::AggregatorMessage>) -> wi
 
 #[tokio::test]
 async fn a_mixed_batch_applies_the_good_samples_and_names_the_bad_ones() {
-    let running = Running::start().await;
+    let running = start().await;
     let (sender, mut inbound) = open_stream(running.channel().await, hello("n1"))
         .await
         .unwrap();
@@ -243,7 +198,7 @@ async fn a_mixed_batch_applies_the_good_samples_and_names_the_bad_ones() {
 
 #[tokio::test]
 async fn a_stream_must_open_with_a_valid_hello() {
-    let running = Running::start().await;
+    let running = start().await;
     let error = open_stream(running.channel().await, batch(1, vec![]))
         .await
         .unwrap_err();
@@ -268,7 +223,7 @@ async fn a_stream_must_open_with_a_valid_hello() {
 
 #[tokio::test]
 async fn an_unknown_node_is_unknown_and_the_services_answer_health_checks() {
-    let running = Running::start().await;
+    let running = start().await;
     let mut operator = OperatorClient::new(running.channel().await);
     let error = operator
         .get_node(wire::GetNodeRequest {
@@ -285,7 +240,7 @@ async fn an_unknown_node_is_unknown_and_the_services_answer_health_checks() {
 
 #[tokio::test]
 async fn an_oversized_message_ends_the_stream_with_resource_exhausted() {
-    let running = Running::start().await;
+    let running = start().await;
     let (sender, mut inbound) = open_stream(running.channel().await, hello("n1"))
         .await
         .unwrap();
@@ -322,7 +277,7 @@ async fn health_and_reflection_answer_for_both_services() {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-    let running = Running::start().await;
+    let running = start().await;
     let mut health = HealthClient::new(running.channel().await);
     for service in ["hostwatch.v1.Ingest", "hostwatch.v1.Operator"] {
         let response = health
@@ -369,7 +324,7 @@ async fn health_and_reflection_answer_for_both_services() {
 
 #[tokio::test]
 async fn watch_events_streams_what_happens_filtered() {
-    let running = Running::start().await;
+    let running = start().await;
     let mut operator = OperatorClient::new(running.channel().await);
     let request = wire::WatchEventsRequest {
         cluster: "db".into(),
