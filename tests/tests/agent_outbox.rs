@@ -94,32 +94,9 @@ fn last_seq(state_dir: &Path) -> Result<u64> {
     Ok(read_number(&state_dir.join("seq"))? - 1)
 }
 
-/// The batches in the agent's spool segments (`agent/src/outbox.rs`: records of
-/// `[len u32][checksum u32][kind u8][seq u64][payload]`, kind 1 a batch, 2 its removal).
+/// The batches in the agent's spool, read the way the agent reads it at start.
 fn spooled_batches(state_dir: &Path) -> Result<usize> {
-    let mut batches = std::collections::BTreeSet::new();
-    let mut removed = std::collections::HashSet::new();
-    let mut paths: Vec<_> = std::fs::read_dir(state_dir.join("outbox"))?
-        .map(|entry| entry.map(|entry| entry.path()))
-        .collect::<std::io::Result<_>>()?;
-    paths.sort();
-    for path in paths {
-        let bytes = std::fs::read(&path)?;
-        let mut at = 0;
-        while at + 17 <= bytes.len() {
-            let len = u32::from_le_bytes(bytes[at..at + 4].try_into()?) as usize;
-            if len < 9 || at + 8 + len > bytes.len() {
-                break;
-            }
-            let seq = u64::from_le_bytes(bytes[at + 9..at + 17].try_into()?);
-            match bytes[at + 8] {
-                1 => batches.insert(seq),
-                _ => removed.insert(seq),
-            };
-            at += 8 + len;
-        }
-    }
-    Ok(batches.difference(&removed.into_iter().collect()).count())
+    Ok(agent::outbox::spooled_batches(state_dir)?)
 }
 
 /// Waits until the aggregator has applied at least `seq` from `node`.

@@ -664,3 +664,164 @@ fn push_ack_cost() {
         per(sys1 - sys0)
     );
 }
+
+/// One step of the crash model.
+#[derive(Debug, Clone)]
+enum Op {
+    Push,
+    AckOldest,
+    /// Acks the batch at this index (modulo the outbox's length): acks out of order.
+    AckAt(usize),
+    /// A clean stop and start.
+    Reopen,
+    /// The agent dies and the newest segment loses its last `cut` bytes (a torn write, or
+    /// writes a power loss kept from the disk). With `reboot`, the seq file is lost too and
+    /// the machine boots again (another boot id).
+    Crash {
+        cut: usize,
+        reboot: bool,
+    },
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => Just(Op::Push),
+        3 => Just(Op::AckOldest),
+        1 => (0..8usize).prop_map(Op::AckAt),
+        1 => Just(Op::Reopen),
+        1 => (0..200usize, any::<bool>()).prop_map(|(cut, reboot)| Op::Crash { cut, reboot }),
+    ]
+}
+
+/// Reopens with small segments, so that rotation and segment deletion happen often.
+fn reopen_small(dir: &Path, bounds: Bounds) -> Outbox {
+    let mut outbox = Outbox::open(dir, bounds).unwrap();
+    outbox.segment_bytes = 150;
+    outbox
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever the pushes, acks, restarts and crashes: no seq is ever handed out twice;
+    /// a clean restart gives back exactly the unacknowledged batches, oldest first, and the
+    /// exact drop count; after a crash only batches that were pushed come back (removed
+    /// ones may: the aggregator discards those as duplicates; the cut-off ones are skipped
+    /// seqs); the bound holds; every waiting batch reads back whole.
+    #[test]
+    fn the_spool_survives_any_history_of_pushes_acks_restarts_and_crashes(
+        max_batches in 1..6usize,
+        ops in proptest::collection::vec(op(), 1..80),
+    ) {
+        check_history(max_batches, ops)?;
+    }
+}
+
+/// Runs `ops` against a real outbox and against a model of what it must hold.
+fn check_history(
+    max_batches: usize,
+    ops: Vec<Op>,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    use proptest::{prop_assert, prop_assert_eq};
+    let dir = tempfile::tempdir().unwrap();
+    let bounds = bounded(max_batches);
+    let mut outbox = reopen_small(dir.path(), bounds);
+    // Pushed, not acked, not dropped: oldest first.
+    let mut waiting: Vec<u64> = Vec::new();
+    // Every seq ever pushed, acked or dropped.
+    let mut removed: HashSet<u64> = HashSet::new();
+    let mut highest_handed_out = 0;
+    let mut dropped_total = 0;
+    for op in ops {
+        match op {
+            Op::Push => {
+                let pushed = outbox.push(sample(0)).unwrap();
+                prop_assert!(pushed.seq > highest_handed_out, "seq {} reused", pushed.seq);
+                highest_handed_out = pushed.seq;
+                prop_assert_eq!(
+                    &pushed.dropped[..],
+                    &waiting[..pushed.dropped.len()],
+                    "drops the oldest"
+                );
+                waiting.drain(..pushed.dropped.len());
+                removed.extend(&pushed.dropped);
+                dropped_total += pushed.dropped.len() as u64;
+                waiting.push(pushed.seq);
+            }
+            Op::AckOldest => {
+                if let Some(&seq) = waiting.first() {
+                    prop_assert!(outbox.ack(seq));
+                    waiting.remove(0);
+                    removed.insert(seq);
+                }
+            }
+            Op::AckAt(idx) => {
+                if !waiting.is_empty() {
+                    let seq = waiting.remove(idx % waiting.len());
+                    prop_assert!(outbox.ack(seq));
+                    removed.insert(seq);
+                }
+            }
+            Op::Reopen => {
+                outbox.sync().unwrap();
+                drop(outbox);
+                outbox = reopen_small(dir.path(), bounds);
+                prop_assert_eq!(seqs(&outbox), waiting.clone());
+                prop_assert_eq!(outbox.dropped_batches_total(), dropped_total);
+                prop_assert_eq!(outbox.next_seq(), highest_handed_out + 1);
+            }
+            Op::Crash { cut, reboot } => {
+                drop(outbox);
+                if let Some(newest) = spooled_files(dir.path()).pop() {
+                    let newest = dir.path().join(SPOOL_DIR).join(newest);
+                    let len = std::fs::metadata(&newest).unwrap().len();
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&newest)
+                        .unwrap()
+                        .set_len(len.saturating_sub(cut as u64))
+                        .unwrap();
+                }
+                if reboot {
+                    std::fs::write(dir.path().join(SEQ_FILE), "1\n").unwrap();
+                    let text = reservation(dir.path());
+                    let until = text.split_whitespace().next().unwrap().to_owned();
+                    std::fs::write(
+                        dir.path().join(SEQ_RESERVED_FILE),
+                        format!("{until} another-boot\n"),
+                    )
+                    .unwrap();
+                }
+                outbox = reopen_small(dir.path(), bounds);
+                let back = seqs(&outbox);
+                for seq in &back {
+                    prop_assert!(
+                        waiting.contains(seq) || removed.contains(seq),
+                        "{seq} was never pushed"
+                    );
+                }
+                prop_assert!(
+                    outbox.next_seq() > highest_handed_out,
+                    "next seq {} could reuse {highest_handed_out}",
+                    outbox.next_seq()
+                );
+                prop_assert!(outbox.dropped_batches_total() >= dropped_total || cut > 0);
+                // What came back is the new truth; batches cut off are skipped seqs.
+                for seq in &back {
+                    removed.remove(seq);
+                }
+                waiting = back;
+                dropped_total = outbox.dropped_batches_total();
+                // Seqs skipped at the restart count as handed out.
+                highest_handed_out = outbox.next_seq() - 1;
+            }
+        }
+        prop_assert!(outbox.len() <= max_batches);
+        for &seq in &waiting {
+            let batch = outbox.batch(seq);
+            prop_assert_eq!(batch.map(|batch| batch.seq), Some(seq));
+        }
+    }
+    Ok(())
+}
