@@ -240,9 +240,7 @@ async fn batches_unacknowledged_at_shutdown_stay_spooled_and_are_replayed_first(
         sent.push(server.expect_batch(1).await);
     }
     running.stop().await;
-    let spooled = std::fs::read_dir(state_dir.path().join("outbox"))
-        .unwrap()
-        .count();
+    let spooled = agent::outbox::spooled_batches(state_dir.path()).unwrap();
     assert!(
         spooled >= 3,
         "unacknowledged batches stay on disk: {spooled}"
@@ -268,9 +266,7 @@ async fn batches_unacknowledged_at_shutdown_stay_spooled_and_are_replayed_first(
     }
     running.stop().await;
     assert_eq!(
-        std::fs::read_dir(state_dir.path().join("outbox"))
-            .unwrap()
-            .count(),
+        agent::outbox::spooled_batches(state_dir.path()).unwrap(),
         0,
         "a clean stop with a working aggregator leaves nothing spooled"
     );

@@ -94,8 +94,9 @@ fn last_seq(state_dir: &Path) -> Result<u64> {
     Ok(read_number(&state_dir.join("seq"))? - 1)
 }
 
+/// The batches in the agent's spool, read the way the agent reads it at start.
 fn spooled_batches(state_dir: &Path) -> Result<usize> {
-    Ok(std::fs::read_dir(state_dir.join("outbox"))?.count())
+    Ok(agent::outbox::spooled_batches(state_dir)?)
 }
 
 /// Waits until the aggregator has applied at least `seq` from `node`.
