@@ -6,9 +6,10 @@
 //! an Operator client and polling with a deadline. It deliberately knows nothing about
 //! hostwatch's behaviour: the scenarios and their configs live in the test files.
 //!
-//! The binaries are not built here: `cargo build --workspace --bins` (part of
-//! `cargo xtask ci`) must run first, because `cargo test` does not build other packages'
-//! binaries.
+//! `cargo test` does not build other packages' binaries, so [`binary`] runs `cargo build
+//! --bins` once per test process, for the profile and target directory the test itself was
+//! built for: a test never runs a binary older than the source (a no-op when `cargo xtask
+//! ci` has just built them).
 
 use std::fmt;
 use std::fs::{self, File};
@@ -32,7 +33,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 pub const POLL: Duration = Duration::from_millis(200);
 
 /// The path of one of the workspace's binaries, next to the running test's `deps`
-/// directory (`target/debug/deps/e2e-… → target/debug/<name>`).
+/// directory (`target/debug/deps/e2e-… → target/debug/<name>`), built from the current
+/// source first.
 pub fn binary(name: &str) -> Result<PathBuf> {
     let test_exe = std::env::current_exe().context("cannot find the running test binary")?;
     let profile_dir = test_exe.parent().and_then(Path::parent).with_context(|| {
@@ -41,15 +43,54 @@ pub fn binary(name: &str) -> Result<PathBuf> {
             test_exe.display()
         )
     })?;
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| build_binaries(profile_dir).map_err(|err| format!("{err:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)?;
     let path = profile_dir.join(name);
     if !path.is_file() {
         bail!(
-            "{} does not exist: run `cargo build --workspace --bins` before the end-to-end \
-             tests (`cargo xtask ci` does)",
+            "{} does not exist after `cargo build --bins`",
             path.display()
         );
     }
     Ok(path)
+}
+
+/// `cargo build --workspace --bins` into `profile_dir` (`<target dir>/<profile>`), with the
+/// cargo that built this test.
+fn build_binaries(profile_dir: &Path) -> Result<()> {
+    let (Some(target_dir), Some(profile)) = (
+        profile_dir.parent(),
+        profile_dir.file_name().and_then(|name| name.to_str()),
+    ) else {
+        bail!("{} is not <target dir>/<profile>", profile_dir.display());
+    };
+    let profile = if profile == "debug" { "dev" } else { profile };
+    let cargo = option_env!("CARGO").unwrap_or("cargo");
+    let output = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--bins",
+            "--profile",
+            profile,
+        ])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .with_context(|| format!("cannot run {cargo}"))?;
+    if !output.status.success() {
+        bail!(
+            "`cargo build --workspace --bins --profile {profile}` failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago. The kernel does not hand a port
