@@ -1,6 +1,7 @@
 //! The `opsgenie` sink (Alert API v2): an issue's `opened` creates an alert whose alias is
 //! the issue id, with the priority from the severity (critical P1, error P2, warning P3,
-//! info P5), tags and details; `updated` adds a note; `closed` closes the alert by alias.
+//! info P5), tags and details; `updated` adds a note, and when the severity tier changed
+//! first sets the alert's priority to the new tier's; `closed` closes the alert by alias.
 //! A notification creates an alert of its own (alias = the notification's id).
 //!
 //! `Authorization: GenieKey …`; the key is a secret. The base URL is configurable for
@@ -9,12 +10,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::envelope::{body, headline, is_issue, text};
 use super::secret::{self, Secret};
 use super::{DeliveryError, Sink, SinkError, http};
+use crate::issue::UpdateReason;
 
 /// OpsGenie cuts an alert's message at 130 characters.
 const MESSAGE_CHARS: usize = 130;
@@ -131,9 +134,19 @@ impl OpsgenieSink {
     }
 
     async fn post(&self, what: &str, path: &str, body: &Value) -> Result<(), DeliveryError> {
+        self.send(what, Method::POST, path, body).await
+    }
+
+    async fn send(
+        &self,
+        what: &str,
+        method: Method,
+        path: &str,
+        body: &Value,
+    ) -> Result<(), DeliveryError> {
         let request = self
             .client
-            .post(format!("{}{path}", self.base_url))
+            .request(method, format!("{}{path}", self.base_url))
             .header(reqwest::header::AUTHORIZATION, &self.authorization)
             .json(body);
         http::send(what, request).await?;
@@ -150,6 +163,17 @@ impl Sink for OpsgenieSink {
         };
         match kind {
             "updated" => {
+                // Priority first: setting it again on a redelivery changes nothing, while
+                // a note would be added twice if it went first and the priority failed.
+                if text(envelope, "reason") == UpdateReason::Severity.as_str() {
+                    let path = format!(
+                        "/v2/alerts/{}/priority?identifierType=alias",
+                        alias(envelope)
+                    );
+                    let body = json!({ "priority": priority(text(envelope, "severity")) });
+                    self.send("opsgenie update priority", Method::PUT, &path, &body)
+                        .await?;
+                }
                 let path = format!("/v2/alerts/{}/notes?identifierType=alias", alias(envelope));
                 let note = json!({
                     "note": format!("{}\n{}", headline(envelope), body(envelope)),

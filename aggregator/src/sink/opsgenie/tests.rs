@@ -68,6 +68,11 @@ async fn create_then_note_then_close_by_alias() {
         [
             ("POST".into(), "/v2/alerts".into(), String::new()),
             (
+                "PUT".into(),
+                format!("/v2/alerts/{alias}/priority"),
+                "identifierType=alias".into()
+            ),
+            (
                 "POST".into(),
                 format!("/v2/alerts/{alias}/notes"),
                 "identifierType=alias".into()
@@ -87,8 +92,56 @@ async fn create_then_note_then_close_by_alias() {
     assert_eq!(create["alias"], alias);
     assert_eq!(create["priority"], "P3");
     insta::assert_json_snapshot!("opsgenie_create", create);
-    insta::assert_json_snapshot!("opsgenie_note", requests[1].json());
-    insta::assert_json_snapshot!("opsgenie_close", requests[2].json());
+    assert_eq!(
+        requests[1].json(),
+        json!({"priority": "P2"}),
+        "the tier went from warning to error"
+    );
+    insta::assert_json_snapshot!("opsgenie_note", requests[2].json());
+    insta::assert_json_snapshot!("opsgenie_close", requests[3].json());
+}
+
+#[tokio::test]
+async fn a_reminder_adds_a_note_and_leaves_the_priority_alone() {
+    let receiver = Receiver::start().await;
+    let mut sink = sink(&receiver);
+    sink.deliver(&issue_event("updated", "warning", "reminder"))
+        .await
+        .unwrap();
+    let paths: Vec<String> = receiver
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        paths,
+        ["POST /v2/alerts/0190a6c8-0000-7000-8000-0000000000aa/notes"]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_priority_change_is_retried_before_any_note_is_added() {
+    let receiver = Receiver::start_with(|request, _| {
+        if request.path.ends_with("/priority") {
+            Reply::status(503)
+        } else {
+            Reply::json(json!({"result": "Request will be processed"}))
+        }
+    })
+    .await;
+    let mut sink = sink(&receiver);
+    let err = sink
+        .deliver(&issue_event("updated", "error", "severity"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("priority"), "{err}");
+    assert!(
+        receiver
+            .requests()
+            .iter()
+            .all(|r| !r.path.ends_with("/notes")),
+        "no note until the priority is set, so a retry adds it once"
+    );
 }
 
 #[test]
