@@ -150,6 +150,7 @@ impl TelemetryWorker {
                 }
             }
             let mut attempts = 0;
+            let mut last_failure;
             loop {
                 attempts += 1;
                 let outcome = tokio::time::timeout(self.timeout, sink.deliver_batch(&batch))
@@ -167,13 +168,21 @@ impl TelemetryWorker {
                         self.queue.count_drop(batch.len() as u64);
                         break;
                     }
-                    Err(DeliveryError::Throttled { retry_after, .. }) => {
+                    Err(DeliveryError::Throttled {
+                        retry_after,
+                        reason,
+                    }) => {
+                        last_failure = reason;
                         retry_after.max(self.retry.backoff(attempts))
                     }
-                    Err(DeliveryError::Transient(_)) => self.retry.backoff(attempts),
+                    Err(DeliveryError::Transient(reason)) => {
+                        last_failure = reason;
+                        self.retry.backoff(attempts)
+                    }
                 };
+                tracing::debug!(integration = %self.queue.integration, attempts, reason = %last_failure, "logs/metrics failed; retrying");
                 if attempts >= MAX_ATTEMPTS {
-                    tracing::warn!(integration = %self.queue.integration, attempts, records = batch.len(), "logs/metrics still failing; dropped");
+                    tracing::warn!(integration = %self.queue.integration, attempts, records = batch.len(), reason = %last_failure, "logs/metrics still failing; dropped");
                     self.queue.count_drop(batch.len() as u64);
                     break;
                 }
