@@ -189,16 +189,7 @@ fn resolve_source(
             endpoint: endpoint.trim_end_matches('/').to_owned(),
         }
     };
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(METADATA_TIMEOUT)
-        .connect_timeout(METADATA_TIMEOUT)
-        .user_agent(concat!("hostwatch-aggregator/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|error| SinkError::Invalid {
-            field: "credentials",
-            problem: error.without_url().to_string(),
-        })?;
+    let client = http::direct_client(METADATA_TIMEOUT)?;
     Ok(Source::Remote { remote, client })
 }
 

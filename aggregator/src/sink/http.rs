@@ -16,15 +16,27 @@ const ERROR_BODY_CHARS: usize = 200;
 
 /// A client whose every request gives up after `timeout`.
 pub fn client(timeout: Duration) -> Result<reqwest::Client, SinkError> {
+    build(builder(timeout))
+}
+
+/// Like [`client`], but never through a proxy: for link-local endpoints (the cloud's
+/// metadata and credential services) that a proxy cannot reach.
+pub fn direct_client(timeout: Duration) -> Result<reqwest::Client, SinkError> {
+    build(builder(timeout).no_proxy())
+}
+
+fn builder(timeout: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
         .user_agent(concat!("hostwatch-aggregator/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|error| SinkError::Invalid {
-            field: "http client",
-            problem: error.without_url().to_string(),
-        })
+}
+
+fn build(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, SinkError> {
+    builder.build().map_err(|error| SinkError::Invalid {
+        field: "http client",
+        problem: error.without_url().to_string(),
+    })
 }
 
 /// Sends a request and classifies the answer; `what` names the call in errors
