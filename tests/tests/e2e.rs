@@ -384,7 +384,7 @@ async fn issues_open_close_and_survive_an_aggregator_restart() -> Result<()> {
     let opened_silence = silent_explanation
         .opened
         .as_ref()
-        .and_then(|opened| opened.silence.clone())
+        .and_then(|opened| opened.silence)
         .context("node_silent explained by its silence")?;
     ensure!(
         opened_silence.missed_intervals == 3
