@@ -285,39 +285,33 @@ impl Engine {
                             .issues
                             .get(&measurement.key)
                             .map(|issue| issue.severity);
-                        let (time, value) = (sample.time, measurement.value);
-                        let open = current.is_some();
                         let trails = &mut self.trails;
                         explain::follow(
                             trails,
-                            &measurement.key,
+                            &measurement,
                             window,
                             verdict,
-                            time,
-                            value,
-                            open,
+                            sample.time,
+                            current,
                         );
                         if let Some(condition) =
                             detect::conclude(&measurement, window, config, current)
                             && let Some(mut event) =
                                 self.issues.apply(&measurement.key, condition, now)
                         {
-                            let closing = event.kind == IssueEventKind::Closed;
-                            let (severity, tier) = (event.issue.severity, event.issue.threshold);
-                            let trail = self.trails.get(&measurement.key);
-                            explain::attach(&mut self.issues, &mut event, || {
-                                explain::threshold(
-                                    &measurement,
-                                    config,
-                                    window,
-                                    trail,
-                                    closing,
-                                    severity,
-                                    tier,
-                                    time,
-                                    now,
-                                )
-                            });
+                            let decided = explain::Decided {
+                                window,
+                                sample_time: sample.time,
+                                now,
+                            };
+                            explain::attach_threshold(
+                                &mut self.issues,
+                                &mut event,
+                                &self.trails,
+                                &measurement,
+                                config,
+                                decided,
+                            );
                             outcome.events.push(Event::Issue(event));
                         }
                     }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ClusterConsensusConfig, NodeSilentConfig, ThresholdRuleConfig};
 use crate::consensus::{NodeView, Observed};
 use crate::detect::Measurement;
-use crate::issue::{IssueBook, IssueEvent, IssueEventKind, UpdateReason};
+use crate::issue::{IssueBook, IssueEvent, IssueEventKind, IssueKey, UpdateReason};
 use crate::model::{NodeKey, Severity, Timestamp};
 use crate::window::{ConditionWindow, Verdict};
 
@@ -236,20 +236,24 @@ impl RunTrail {
 }
 
 /// The trails of every rule and subject, by the issue key they would open.
-pub type Trails = HashMap<crate::issue::IssueKey, RunTrail>;
+pub type Trails = HashMap<IssueKey, RunTrail>;
 
-/// Keeps `key`'s trail in step with its window after it observed a sample. Costs nothing
-/// for a subject that is neither breaching nor has an issue open (the common case).
-#[allow(clippy::too_many_arguments)]
+/// Keeps the trail of `measurement`'s rule and subject in step with its window, which has
+/// just observed it with `verdict` in a sample taken at `time`; `current` is the severity
+/// of the issue open on it, if any. Costs one lookup, and keeps nothing, for a subject
+/// that is neither breaching nor has an issue open (the common case).
 pub fn follow(
     trails: &mut Trails,
-    key: &crate::issue::IssueKey,
+    measurement: &Measurement,
     window: &ConditionWindow,
     verdict: Verdict,
     time: Timestamp,
-    value: f64,
-    issue_open: bool,
+    current: Option<Severity>,
 ) {
+    let (key, value, issue_open) = (&measurement.key, measurement.value, current.is_some());
+    if trails.is_empty() && verdict != Verdict::Breach && !issue_open {
+        return;
+    }
     if let Some(trail) = trails.get_mut(key) {
         trail.follow(window, verdict, time, value, issue_open);
         if trail.is_empty() {
@@ -302,21 +306,55 @@ fn unit_suffix(unit: &str) -> &'static str {
     if unit == "percent" { " %" } else { "" }
 }
 
-/// A threshold rule (`core_load`, `memory_usage`, `disk_usage`) decided at `now` by the
-/// sample taken at `sample_time`: `closing` says whether it was the clear condition.
-/// `severity` and `tier_threshold` are the issue's after the decision.
-#[allow(clippy::too_many_arguments)]
-pub fn threshold(
+/// Where and when a threshold rule decided: its window after the deciding sample, that
+/// sample's time (agent clock) and the aggregator's `now`.
+#[derive(Debug, Clone, Copy)]
+pub struct Decided<'a> {
+    pub window: &'a ConditionWindow,
+    pub sample_time: Timestamp,
+    pub now: Timestamp,
+}
+
+/// `attach` for a threshold rule's event (`core_load`, `memory_usage`, `disk_usage`): the
+/// evidence is the run in `trails` of the condition that decided it.
+pub fn attach_threshold(
+    book: &mut IssueBook,
+    event: &mut IssueEvent,
+    trails: &Trails,
     measurement: &Measurement,
     config: &ThresholdRuleConfig,
-    window: &ConditionWindow,
+    decided: Decided<'_>,
+) {
+    let closing = event.kind == IssueEventKind::Closed;
+    let (severity, tier_threshold) = (event.issue.severity, event.issue.threshold);
+    let trail = trails.get(&measurement.key);
+    attach(book, event, || {
+        threshold(
+            measurement,
+            config,
+            trail,
+            closing,
+            (severity, tier_threshold),
+            decided,
+        )
+    });
+}
+
+/// A threshold rule's decision: `closing` says whether it was the clear condition;
+/// `(severity, tier_threshold)` are the issue's after the decision.
+fn threshold(
+    measurement: &Measurement,
+    config: &ThresholdRuleConfig,
     trail: Option<&RunTrail>,
     closing: bool,
-    severity: Severity,
-    tier_threshold: f64,
-    sample_time: Timestamp,
-    now: Timestamp,
+    (severity, tier_threshold): (Severity, f64),
+    decided: Decided<'_>,
 ) -> Evidence {
+    let Decided {
+        window,
+        sample_time,
+        now,
+    } = decided;
     let unit = measurement.unit();
     let suffix = unit_suffix(unit);
     let (comparator, since, run, span) = if closing {
