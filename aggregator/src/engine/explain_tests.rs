@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
+use super::tests::host;
 use super::*;
 use crate::explain::{DecidingSample, Evidence, Explanation, HEAD_SAMPLES, TAIL_SAMPLES};
 use crate::issue::{IssueEvent, IssueEventKind, UpdateReason};
-use crate::model::{DiskReading, GossipMember};
+use crate::model::GossipMember;
 
 fn at(secs: i64) -> Timestamp {
     Timestamp::from_unix_ms(secs * 1000)
@@ -18,30 +19,6 @@ fn key(node: &str) -> NodeKey {
         tenant: "acme".into(),
         cluster: "db".into(),
         node: node.into(),
-    }
-}
-
-fn host(load1: f64, memory_used_percent: f64, disk_used_percent: f64) -> HostReading {
-    HostReading {
-        load1,
-        load5: load1,
-        load15: load1,
-        physical_cores: 1,
-        logical_cores: 2,
-        physical_cores_estimated: false,
-        memory_total_bytes: 1_000_000,
-        memory_available_bytes: 1_000_000 - (memory_used_percent * 10_000.0) as u64,
-        memory_used_percent,
-        disks: vec![DiskReading {
-            mount: "/".into(),
-            device: "/dev/vda".into(),
-            fs_type: "ext4".into(),
-            total_bytes: 1_000_000,
-            available_bytes: 1_000_000 - (disk_used_percent * 10_000.0) as u64,
-            used_percent: disk_used_percent,
-            inodes_total: 100,
-            inodes_free: 50,
-        }],
     }
 }
 
