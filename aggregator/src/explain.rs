@@ -469,7 +469,7 @@ pub fn silence(
                     above: config.escalate_after.as_secs_f64(),
                 },
             ],
-            tier_threshold: if severity == config.escalated_severity && !closing {
+            tier_threshold: if !closing && silent_for >= config.escalate_after {
                 config.escalate_after.as_secs_f64()
             } else {
                 allowance.as_secs_f64()
