@@ -286,9 +286,11 @@ impl Engine {
                             .get(&measurement.key)
                             .map(|issue| issue.severity);
                         let trails = &mut self.trails;
+                        let (issue_key, value) = (&measurement.key, measurement.value);
                         explain::follow(
                             trails,
-                            &measurement,
+                            issue_key,
+                            value,
                             window,
                             verdict,
                             sample.time,

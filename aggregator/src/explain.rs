@@ -238,19 +238,22 @@ impl RunTrail {
 /// The trails of every rule and subject, by the issue key they would open.
 pub type Trails = HashMap<IssueKey, RunTrail>;
 
-/// Keeps the trail of `measurement`'s rule and subject in step with its window, which has
-/// just observed it with `verdict` in a sample taken at `time`; `current` is the severity
-/// of the issue open on it, if any. Costs one lookup, and keeps nothing, for a subject
-/// that is neither breaching nor has an issue open (the common case).
+/// Keeps `key`'s trail in step with its window, which has just observed `value` with
+/// `verdict` in a sample taken at `time`; `current` is the severity of the issue open on
+/// `key`, if any. Call it for every sample the window observed, before deciding whether
+/// the sample may conclude anything: the trail must see every sample of a run. Keeps
+/// nothing, and costs nothing while no trail is kept anywhere, for a subject that is
+/// neither breaching nor has an issue open (the common case).
 pub fn follow(
     trails: &mut Trails,
-    measurement: &Measurement,
+    key: &IssueKey,
+    value: f64,
     window: &ConditionWindow,
     verdict: Verdict,
     time: Timestamp,
     current: Option<Severity>,
 ) {
-    let (key, value, issue_open) = (&measurement.key, measurement.value, current.is_some());
+    let issue_open = current.is_some();
     if trails.is_empty() && verdict != Verdict::Breach && !issue_open {
         return;
     }
