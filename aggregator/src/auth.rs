@@ -1,14 +1,17 @@
 //! Who may talk to the aggregator, and what they may see (DESIGN §8).
 //!
-//! Agents present a bearer token bound to a tenant (and optionally one cluster); a Hello
+//! Agents present a bearer token bound to a tenant (and optionally one cluster), or a
+//! client certificate bound the same way (`[[auth.agent_certs]]`: its subject common name
+//! or a DNS name of its subjectAltName, verified against `auth.tls.client_ca_file` by the
+//! TLS layer before this module sees it), or both, which must then agree; a Hello
 //! claiming another tenant or cluster is refused. Operators present a bearer token bound
 //! to a tenant or global, with the role `viewer` (reads) or `admin` (reads and changes).
 //! Tokens are never kept in clear: the config holds their SHA-256 (hex) or names a file
 //! holding the token, which is hashed when read; a presented token is hashed and looked
 //! up. Tokens are never logged nor returned: errors name the token's configured `name`.
 //!
-//! With no tokens of a kind configured, that side is open: agents may claim any
-//! identity, operators are global admins. `config` then refuses a non-loopback listener.
+//! With no tokens (nor, for agents, certificate bindings) of a kind configured, that side
+//! is open: agents may claim any identity, operators are global admins. `config` then refuses a non-loopback listener.
 //!
 //! This module decides; `ingest` and `api` ask. `OperatorAuth` is the interceptor that
 //! puts the operator's `Caller` into every Operator request.
@@ -28,6 +31,8 @@ use tonic::{Request, Status};
 pub struct AuthConfig {
     /// Tokens agents present in their Hello (or as `authorization: Bearer …`).
     pub agent_tokens: Vec<AgentTokenConfig>,
+    /// Client certificates agents present over TLS, bound to a tenant (and cluster).
+    pub agent_certs: Vec<AgentCertConfig>,
     /// Tokens operators present as `authorization: Bearer …`.
     pub operator_tokens: Vec<OperatorTokenConfig>,
     /// TLS on the listener; client certificates for agents.
@@ -50,6 +55,27 @@ pub struct AgentTokenConfig {
     /// A file holding the token (surrounding whitespace ignored).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+}
+
+/// One agent certificate binding: the verified client certificates it matches, and the
+/// tenant (and cluster) they may report for. It matches on exactly one of `common_name`
+/// (the subject's CN) or `dns_name` (a DNS name in the subjectAltName); either may start
+/// with `*.` to match any one leftmost label (`*.db.acme.example` matches
+/// `n1.db.acme.example`, not `db.acme.example` nor `a.n1.db.acme.example`). Comparison
+/// ignores ASCII case. The first binding that matches, in config order, applies.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentCertConfig {
+    /// Names the binding in logs and errors.
+    pub name: String,
+    pub tenant: String,
+    /// When set, only this cluster of the tenant.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub common_name: Option<String>,
+    #[serde(default)]
+    pub dns_name: Option<String>,
 }
 
 /// One operator token: a tenant's (or global), viewer or admin.
@@ -131,9 +157,9 @@ pub enum AuthError {
 }
 
 impl AuthConfig {
-    /// Whether agents must present a token.
+    /// Whether agents must authenticate (with a token or a bound client certificate).
     pub fn agents_enabled(&self) -> bool {
-        !self.agent_tokens.is_empty()
+        !self.agent_tokens.is_empty() || !self.agent_certs.is_empty()
     }
 
     /// Whether operators must present a token.
@@ -152,6 +178,26 @@ impl AuthConfig {
             }
             if let Err(error) = token.secret().digest(&field) {
                 errors.push(error.to_string());
+            }
+        }
+        let client_ca = self
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca_file.is_some());
+        for (index, binding) in self.agent_certs.iter().enumerate() {
+            let field = format!("agent_certs[{index}]");
+            check_name(&field, &binding.name, &mut seen, errors);
+            if binding.tenant.trim().is_empty() {
+                errors.push(format!("config: auth.{field}.tenant: must not be empty"));
+            }
+            if let Err(error) = CertPattern::of(&field, binding) {
+                errors.push(error.to_string());
+            }
+            if !client_ca {
+                errors.push(format!(
+                    "config: auth.{field}: needs auth.tls.client_ca_file (client certificates \
+                     are verified against it)"
+                ));
             }
         }
         for (index, token) in self.operator_tokens.iter().enumerate() {
@@ -228,12 +274,127 @@ impl TokenSecret<'_> {
     }
 }
 
-/// What an agent token allows.
+/// What an agent token or certificate binding allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct AgentGrant {
     name: String,
     tenant: String,
     cluster: Option<String>,
+}
+
+/// Which client certificates a binding matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CertPattern {
+    CommonName(String),
+    DnsName(String),
+}
+
+impl CertPattern {
+    fn of(field: &str, binding: &AgentCertConfig) -> Result<Self, AuthError> {
+        let invalid = |message: &str| AuthError::Invalid {
+            field: field.to_owned(),
+            message: message.to_owned(),
+        };
+        let pattern = match (&binding.common_name, &binding.dns_name) {
+            (Some(name), None) => CertPattern::CommonName(name.trim().to_owned()),
+            (None, Some(name)) => CertPattern::DnsName(name.trim().to_owned()),
+            (Some(_), Some(_)) => return Err(invalid("give common_name or dns_name, not both")),
+            (None, None) => return Err(invalid("needs common_name or dns_name")),
+        };
+        let (CertPattern::CommonName(text) | CertPattern::DnsName(text)) = &pattern;
+        let rest = text.strip_prefix("*.").unwrap_or(text);
+        if rest.is_empty() || rest.contains('*') {
+            return Err(invalid(
+                "a name must not be empty, and `*` may only be the whole leftmost label (`*.`)",
+            ));
+        }
+        Ok(pattern)
+    }
+
+    fn matches(&self, cert: &ClientCert) -> bool {
+        match self {
+            CertPattern::CommonName(pattern) => cert
+                .common_names
+                .iter()
+                .any(|name| name_matches(pattern, name)),
+            CertPattern::DnsName(pattern) => cert
+                .dns_names
+                .iter()
+                .any(|name| name_matches(pattern, name)),
+        }
+    }
+}
+
+/// `pattern` equals `name` (ASCII case ignored), or is `*.rest` and `name` is one
+/// non-empty label followed by `.rest`.
+fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        None => pattern.eq_ignore_ascii_case(name),
+        Some(rest) => name.split_once('.').is_some_and(|(label, name_rest)| {
+            !label.is_empty() && name_rest.eq_ignore_ascii_case(rest)
+        }),
+    }
+}
+
+/// What the aggregator reads of an agent's client certificate (which the TLS layer has
+/// already verified against `auth.tls.client_ca_file`): the names a binding may match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientCert {
+    pub common_names: Vec<String>,
+    pub dns_names: Vec<String>,
+}
+
+impl ClientCert {
+    /// Reads the subject's common names and the subjectAltName's DNS names of a DER
+    /// certificate; one that cannot be read is UNAUTHENTICATED.
+    pub fn from_der(der: &[u8]) -> Result<Self, Status> {
+        let unreadable = |detail: String| {
+            Status::unauthenticated(format!("client certificate: not readable: {detail}"))
+        };
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|error| unreadable(error.to_string()))?;
+        let common_names = cert
+            .subject()
+            .iter_common_name()
+            .filter_map(|name| name.as_str().ok().map(str::to_owned))
+            .collect();
+        let dns_names = cert
+            .subject_alternative_name()
+            .map_err(|error| unreadable(error.to_string()))?
+            .map(|extension| {
+                extension
+                    .value
+                    .general_names
+                    .iter()
+                    .filter_map(|name| match name {
+                        x509_parser::extensions::GeneralName::DNSName(name) => {
+                            Some((*name).to_owned())
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Self {
+            common_names,
+            dns_names,
+        })
+    }
+
+    /// `CN "agent-1", DNS "n1.db.acme.example"`, for errors and logs.
+    fn describe(&self) -> String {
+        let names: Vec<String> = self
+            .common_names
+            .iter()
+            .map(|name| format!("CN {name:?}"))
+            .chain(self.dns_names.iter().map(|name| format!("DNS {name:?}")))
+            .collect();
+        if names.is_empty() {
+            "no CN nor DNS name".to_owned()
+        } else {
+            names.join(", ")
+        }
+    }
 }
 
 /// Who is calling the Operator service, and what they may see and do.
@@ -309,6 +470,8 @@ pub fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
     agents: Arc<HashMap<TokenDigest, AgentGrant>>,
+    /// Certificate bindings, in config order (the first match applies).
+    agent_certs: Arc<Vec<(CertPattern, AgentGrant)>>,
     operators: Arc<HashMap<TokenDigest, Caller>>,
     require_agent_client_cert: bool,
 }
@@ -328,6 +491,18 @@ impl Auth {
                 },
             );
         }
+        let mut agent_certs = Vec::new();
+        for (index, binding) in config.agent_certs.iter().enumerate() {
+            let pattern = CertPattern::of(&format!("agent_certs[{index}]"), binding)?;
+            agent_certs.push((
+                pattern,
+                AgentGrant {
+                    name: binding.name.clone(),
+                    tenant: binding.tenant.clone(),
+                    cluster: binding.cluster.clone(),
+                },
+            ));
+        }
         let mut operators = HashMap::new();
         for (index, token) in config.operator_tokens.iter().enumerate() {
             let digest = token
@@ -344,6 +519,7 @@ impl Auth {
         }
         Ok(Self {
             agents: Arc::new(agents),
+            agent_certs: Arc::new(agent_certs),
             operators: Arc::new(operators),
             require_agent_client_cert: config
                 .tls
@@ -352,43 +528,100 @@ impl Auth {
         })
     }
 
-    /// Checks an agent's Hello: the token (metadata first, then the Hello's field) must
-    /// be known, and allow the tenant and cluster the Hello claims. `has_client_cert`:
-    /// whether the connection presented a (CA-verified) client certificate.
+    /// Checks an agent's Hello. `client_cert`: the connection's client certificate, if
+    /// it presented one (the TLS layer verified it against the client CA).
+    ///
+    /// - With `require_agent_client_cert`, no certificate is UNAUTHENTICATED.
+    /// - With certificate bindings configured, a certificate no binding matches is
+    ///   UNAUTHENTICATED; one that matches is a credential, as a token is.
+    /// - With tokens configured, a presented token (metadata first, then the Hello's
+    ///   field) must be known (UNAUTHENTICATED otherwise).
+    /// - With either configured, an agent needs at least one credential; when it has both,
+    ///   they must name the same tenant and no two different clusters; and each must
+    ///   allow the tenant and cluster the Hello claims. PERMISSION_DENIED otherwise,
+    ///   naming the token or binding (never the token itself).
     pub fn check_agent(
         &self,
         metadata: &MetadataMap,
         hello_token: &str,
         tenant: &str,
         cluster: &str,
-        has_client_cert: bool,
+        client_cert: Option<&ClientCert>,
     ) -> Result<(), Status> {
-        if self.require_agent_client_cert && !has_client_cert {
+        if self.require_agent_client_cert && client_cert.is_none() {
             return Err(Status::unauthenticated(
                 "this aggregator requires agents to present a client certificate",
             ));
         }
-        if self.agents.is_empty() {
+        let cert_grant = match client_cert {
+            Some(cert) if !self.agent_certs.is_empty() => Some(
+                self.agent_certs
+                    .iter()
+                    .find(|(pattern, _)| pattern.matches(cert))
+                    .map(|(_, grant)| grant)
+                    .ok_or_else(|| {
+                        Status::unauthenticated(format!(
+                            "client certificate ({}) is not bound to a tenant: no \
+                             auth.agent_certs entry matches it",
+                            cert.describe()
+                        ))
+                    })?,
+            ),
+            _ => None,
+        };
+        let token = bearer(metadata)?.or_else(|| Some(hello_token).filter(|t| !t.is_empty()));
+        let token_grant = match token {
+            Some(token) if !self.agents.is_empty() => Some(
+                self.agents
+                    .get(&digest_of(token))
+                    .ok_or_else(|| Status::unauthenticated("unknown agent token"))?,
+            ),
+            _ => None,
+        };
+        if self.agents.is_empty() && self.agent_certs.is_empty() {
             return Ok(());
         }
-        let token = bearer(metadata)?
-            .or_else(|| Some(hello_token).filter(|token| !token.is_empty()))
-            .ok_or_else(|| Status::unauthenticated("an agent token is required"))?;
-        let grant = self
-            .agents
-            .get(&digest_of(token))
-            .ok_or_else(|| Status::unauthenticated("unknown agent token"))?;
-        if grant.tenant != tenant {
-            return Err(Status::permission_denied(format!(
-                "agent token {:?} is for tenant {:?}, not {tenant:?}",
-                grant.name, grant.tenant
-            )));
+        let credentials: Vec<(String, &AgentGrant)> = token_grant
+            .map(|grant| (format!("agent token {:?}", grant.name), grant))
+            .into_iter()
+            .chain(cert_grant.map(|grant| (format!("client certificate {:?}", grant.name), grant)))
+            .collect();
+        match credentials.as_slice() {
+            [] if self.agent_certs.is_empty() => {
+                return Err(Status::unauthenticated("an agent token is required"));
+            }
+            [] => {
+                return Err(Status::unauthenticated(
+                    "an agent token or a bound client certificate is required",
+                ));
+            }
+            [(token, by_token), (cert, by_cert)] => {
+                let clusters_differ = matches!(
+                    (&by_token.cluster, &by_cert.cluster),
+                    (Some(a), Some(b)) if a != b
+                );
+                if by_token.tenant != by_cert.tenant || clusters_differ {
+                    return Err(Status::permission_denied(format!(
+                        "{token} is for {} but {cert} is for {}: they must agree",
+                        scope(by_token),
+                        scope(by_cert)
+                    )));
+                }
+            }
+            _ => {}
         }
-        if let Some(allowed) = grant.cluster.as_deref().filter(|c| *c != cluster) {
-            return Err(Status::permission_denied(format!(
-                "agent token {:?} is for cluster {tenant}/{allowed}, not {tenant}/{cluster}",
-                grant.name
-            )));
+        for (what, grant) in &credentials {
+            if grant.tenant != tenant {
+                return Err(Status::permission_denied(format!(
+                    "{what} is for tenant {:?}, not {tenant:?}",
+                    grant.tenant
+                )));
+            }
+            if let Some(allowed) = grant.cluster.as_deref().filter(|c| *c != cluster) {
+                return Err(Status::permission_denied(format!(
+                    "{what} is for cluster {tenant}/{allowed}, not {tenant}/{cluster}"
+                )));
+            }
         }
         Ok(())
     }
@@ -398,6 +631,14 @@ impl Auth {
         OperatorAuth {
             operators: Arc::clone(&self.operators),
         }
+    }
+}
+
+/// "tenant \"acme\"" or "cluster acme/db", for errors.
+fn scope(grant: &AgentGrant) -> String {
+    match &grant.cluster {
+        Some(cluster) => format!("cluster {}/{cluster}", grant.tenant),
+        None => format!("tenant {:?}", grant.tenant),
     }
 }
 
@@ -474,27 +715,25 @@ mod tests {
         let auth = Auth::build(&config()).unwrap();
         let none = MetadataMap::new();
         assert!(
-            auth.check_agent(&none, "agent-secret", "acme", "db", false)
+            auth.check_agent(&none, "agent-secret", "acme", "db", None)
                 .is_ok()
         );
         let metadata = with_bearer("agent-secret");
-        assert!(auth.check_agent(&metadata, "", "acme", "db", false).is_ok());
+        assert!(auth.check_agent(&metadata, "", "acme", "db", None).is_ok());
         let other_tenant = auth
-            .check_agent(&none, "agent-secret", "globex", "db", false)
+            .check_agent(&none, "agent-secret", "globex", "db", None)
             .unwrap_err();
         assert_eq!(other_tenant.code(), tonic::Code::PermissionDenied);
         assert!(!other_tenant.message().contains("agent-secret"));
         let other_cluster = auth
-            .check_agent(&none, "agent-secret", "acme", "web", false)
+            .check_agent(&none, "agent-secret", "acme", "web", None)
             .unwrap_err();
         assert_eq!(other_cluster.code(), tonic::Code::PermissionDenied);
         let unknown = auth
-            .check_agent(&none, "guess", "acme", "db", false)
+            .check_agent(&none, "guess", "acme", "db", None)
             .unwrap_err();
         assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
-        let missing = auth
-            .check_agent(&none, "", "acme", "db", false)
-            .unwrap_err();
+        let missing = auth.check_agent(&none, "", "acme", "db", None).unwrap_err();
         assert_eq!(missing.code(), tonic::Code::Unauthenticated);
     }
 
@@ -502,7 +741,7 @@ mod tests {
     fn without_tokens_everyone_is_let_in() {
         let auth = Auth::build(&AuthConfig::default()).unwrap();
         assert!(
-            auth.check_agent(&MetadataMap::new(), "", "any", "thing", false)
+            auth.check_agent(&MetadataMap::new(), "", "any", "thing", None)
                 .is_ok()
         );
         let request =
@@ -562,6 +801,118 @@ mod tests {
     }
 
     #[test]
+    fn a_wildcard_matches_exactly_one_leftmost_label() {
+        assert!(name_matches("*.db.acme.example", "n1.db.acme.example"));
+        assert!(name_matches("*.db.acme.example", "N1.DB.Acme.example"));
+        assert!(!name_matches("*.db.acme.example", "db.acme.example"));
+        assert!(!name_matches("*.db.acme.example", "a.n1.db.acme.example"));
+        assert!(!name_matches("*.db.acme.example", ".db.acme.example"));
+        assert!(name_matches("agent-1", "AGENT-1"));
+        assert!(!name_matches("agent-1", "agent-10"));
+    }
+
+    #[test]
+    fn certificate_bindings_need_one_name_and_the_client_ca() {
+        let text = r#"
+            [[agent_certs]]
+            name = "both"
+            tenant = "acme"
+            common_name = "a"
+            dns_name = "b"
+            [[agent_certs]]
+            name = "neither"
+            tenant = "acme"
+            [[agent_certs]]
+            name = "star"
+            tenant = "acme"
+            dns_name = "n*.acme.example"
+        "#;
+        let config: AuthConfig = toml::from_str(text).unwrap();
+        let mut errors = Vec::new();
+        config.validate(&mut errors);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("agent_certs[0]: give common_name or dns_name, not both")),
+            "{errors:#?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("agent_certs[1]: needs common_name or dns_name")),
+            "{errors:#?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("agent_certs[2]") && e.contains("leftmost label")),
+            "{errors:#?}"
+        );
+        let without_ca = errors
+            .iter()
+            .filter(|e| e.contains("needs auth.tls.client_ca_file"))
+            .count();
+        assert_eq!(without_ca, 3, "{errors:#?}");
+        assert!(config.agents_enabled());
+    }
+
+    #[test]
+    fn a_bound_certificate_is_a_credential_and_must_agree_with_a_token() {
+        let text = format!(
+            r#"
+            [[agent_tokens]]
+            name = "acme-db"
+            tenant = "acme"
+            cluster = "db"
+            sha256 = "{}"
+            [[agent_certs]]
+            name = "acme-web-certs"
+            tenant = "acme"
+            cluster = "web"
+            common_name = "web-1"
+            "#,
+            token_sha256("agent-secret"),
+        );
+        let auth = Auth::build(&toml::from_str(&text).unwrap()).unwrap();
+        let none = MetadataMap::new();
+        let web = ClientCert {
+            common_names: vec!["web-1".into()],
+            dns_names: vec![],
+        };
+        assert!(
+            auth.check_agent(&none, "", "acme", "web", Some(&web))
+                .is_ok()
+        );
+        let disagree = auth
+            .check_agent(&none, "agent-secret", "acme", "web", Some(&web))
+            .unwrap_err();
+        assert_eq!(disagree.code(), tonic::Code::PermissionDenied);
+        assert!(
+            disagree.message().ends_with("they must agree"),
+            "{disagree:?}"
+        );
+        let unbound = ClientCert {
+            common_names: vec!["db-1".into()],
+            dns_names: vec![],
+        };
+        let refused = auth
+            .check_agent(&none, "agent-secret", "acme", "db", Some(&unbound))
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        // Without a certificate the token alone still works, as before.
+        assert!(
+            auth.check_agent(&none, "agent-secret", "acme", "db", None)
+                .is_ok()
+        );
+        let nothing = auth.check_agent(&none, "", "acme", "db", None).unwrap_err();
+        assert_eq!(nothing.code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            nothing.message(),
+            "an agent token or a bound client certificate is required"
+        );
+    }
+
+    #[test]
     fn a_token_file_is_hashed_when_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
@@ -578,7 +929,7 @@ mod tests {
         };
         let auth = Auth::build(&config).unwrap();
         assert!(
-            auth.check_agent(&MetadataMap::new(), "file-secret", "acme", "any", false)
+            auth.check_agent(&MetadataMap::new(), "file-secret", "acme", "any", None)
                 .is_ok()
         );
     }

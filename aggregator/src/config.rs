@@ -551,6 +551,35 @@ mod tests {
         assert_eq!(example.integrations.len(), 1);
     }
 
+    /// The commented `[auth]` examples, uncommented, are the config format: every key
+    /// is known and every value has the right type.
+    #[test]
+    fn the_packaged_auth_example_parses_when_uncommented() {
+        let example = include_str!("../../packaging/aggregator.toml");
+        let start = example.find("# Authentication").unwrap();
+        let end = start + example[start..].find("# Integrations").unwrap();
+        let uncommented: String = example[start..end]
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| {
+                line.starts_with('[')
+                    || line.split_once(" = ").is_some_and(|(key, _)| {
+                        key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    })
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let config = AggregatorConfig::parse(&uncommented).expect("the auth example parses");
+        assert_eq!(config.auth.agent_tokens.len(), 1);
+        assert_eq!(config.auth.agent_certs.len(), 1);
+        let binding = &config.auth.agent_certs[0];
+        assert_eq!(binding.dns_name.as_deref(), Some("*.db.acme.example"));
+        assert_eq!(binding.common_name, None);
+        assert_eq!(config.auth.operator_tokens.len(), 1);
+        let tls = config.auth.tls.unwrap();
+        assert!(tls.require_agent_client_cert && tls.client_ca_file.is_some());
+    }
+
     #[test]
     fn empty_file_gives_the_seed_defaults() {
         let config = AggregatorConfig::parse("").unwrap();

@@ -89,6 +89,15 @@ fn leaders(view: &GossipReading, members: &[crate::model::GossipMember]) -> BTre
     leaders
 }
 
+/// A successful view as consensus compares it: the normalized (member id, state, alive)
+/// set and the members it names as leader. For explanations.
+pub fn normalized_view(
+    view: &GossipReading,
+    members: &[crate::model::GossipMember],
+) -> (BTreeSet<(String, String, bool)>, BTreeSet<String>) {
+    (normalize(members), leaders(view, members))
+}
+
 /// Compares the views of every node of one cluster.
 pub fn judge(views: &[NodeView<'_>]) -> Judgement {
     if views.is_empty()
@@ -319,6 +328,15 @@ impl ConsensusWindow {
                 })
             }
         }
+    }
+
+    /// When the current disagreement, or agreement, began (aggregator clock).
+    pub fn disagree_since(&self) -> Option<Timestamp> {
+        self.disagree_since
+    }
+
+    pub fn agree_since(&self) -> Option<Timestamp> {
+        self.agree_since
     }
 
     /// Whether a disagreement is being timed (so the clock alone may open an issue).

@@ -71,6 +71,26 @@ pub struct Measurement {
     unit: Unit,
 }
 
+impl Measurement {
+    /// What was measured, e.g. "disk / on acme/db/node-1".
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// How the value was computed, e.g. "load1 4.20 over 2 physical cores".
+    pub fn how(&self) -> &str {
+        &self.how
+    }
+
+    /// How its values read: "ratio" or "percent".
+    pub fn unit(&self) -> &'static str {
+        match self.unit {
+            Unit::Ratio => "ratio",
+            Unit::Percent => "percent",
+        }
+    }
+}
+
 /// The values every enabled threshold rule watches in a host sample.
 pub fn measure_host(node: &NodeKey, host: &HostReading, rules: &RulesConfig) -> Vec<Measurement> {
     let mut measurements = Vec::with_capacity(2 + host.disks.len());

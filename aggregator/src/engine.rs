@@ -14,7 +14,8 @@ use crate::config::RulesConfig;
 use crate::consensus::{self, CLUSTER_CONSENSUS, ConsensusWindow, NodeView, Observed};
 use crate::detect::{self, NODE_SILENT};
 use crate::events::{Event, Notification};
-use crate::issue::{Issue, IssueBook, IssueKey};
+use crate::explain::{self, Trails};
+use crate::issue::{Issue, IssueBook, IssueEventKind, IssueKey};
 use crate::model::{
     GossipReading, HostReading, NodeIdentity, NodeKey, Probe, Reading, Sample, Severity, Subject,
     Timestamp,
@@ -140,6 +141,8 @@ pub struct Engine {
     started_at: Timestamp,
     nodes: BTreeMap<NodeKey, NodeState>,
     windows: HashMap<IssueKey, ConditionWindow>,
+    /// The samples of the windows' current runs, for explanations (`explain`).
+    trails: Trails,
     /// When each node's latest gossip view arrived (aggregator clock).
     gossip_arrived: HashMap<NodeKey, Timestamp>,
     consensus: HashMap<ClusterKey, ConsensusWindow>,
@@ -162,6 +165,7 @@ impl Engine {
                 .map(|node| (node.key.clone(), node))
                 .collect(),
             windows: HashMap::new(),
+            trails: Trails::new(),
             gossip_arrived: HashMap::new(),
             consensus: HashMap::new(),
             issues: IssueBook::restore(open_issues),
@@ -223,9 +227,14 @@ impl Engine {
             rule: NODE_SILENT,
             subject: Subject::node(key),
         };
-        outcome
-            .events
-            .extend(self.issues.apply(&silent_key, heard, now).map(Event::Issue));
+        if let Some(mut event) = self.issues.apply(&silent_key, heard, now) {
+            let (interval, severity) = (node.host_interval(), event.issue.severity);
+            explain::attach(&mut self.issues, &mut event, || {
+                let config = &self.rules.node_silent;
+                explain::silence(key, silent_since, interval, config, true, severity, now)
+            });
+            outcome.events.push(Event::Issue(event));
+        }
         node.last_seen = Some(now);
 
         if batch.dropped_batches_total > node.dropped_batches_total {
@@ -276,11 +285,36 @@ impl Engine {
                             .issues
                             .get(&measurement.key)
                             .map(|issue| issue.severity);
+                        let trails = &mut self.trails;
+                        let (issue_key, value) = (&measurement.key, measurement.value);
+                        explain::follow(
+                            trails,
+                            issue_key,
+                            value,
+                            window,
+                            verdict,
+                            sample.time,
+                            current,
+                        );
                         if let Some(condition) =
                             detect::conclude(&measurement, window, config, current)
+                            && let Some(mut event) =
+                                self.issues.apply(&measurement.key, condition, now)
                         {
-                            let event = self.issues.apply(&measurement.key, condition, now);
-                            outcome.events.extend(event.map(Event::Issue));
+                            let decided = explain::Decided {
+                                window,
+                                sample_time: sample.time,
+                                now,
+                            };
+                            explain::attach_threshold(
+                                &mut self.issues,
+                                &mut event,
+                                &self.trails,
+                                &measurement,
+                                config,
+                                decided,
+                            );
+                            outcome.events.push(Event::Issue(event));
                         }
                     }
                     if node
@@ -320,14 +354,7 @@ impl Engine {
             return None;
         }
         let judgement = {
-            let views: Vec<NodeView<'_>> = self
-                .cluster_nodes(cluster)
-                .filter(|node| node.reports_gossip())
-                .map(|node| NodeView {
-                    node: &node.key.node,
-                    observed: self.observed(node, now),
-                })
-                .collect();
+            let views = self.gossip_views(cluster, now);
             if views.is_empty() {
                 return None;
             }
@@ -344,7 +371,38 @@ impl Engine {
                 mount: String::new(),
             },
         };
-        self.issues.apply(&key, condition, now).map(Event::Issue)
+        let mut event = self.issues.apply(&key, condition, now)?;
+        let closing = event.kind == IssueEventKind::Closed;
+        let since = self.consensus.get(cluster).and_then(|window| {
+            if closing {
+                window.agree_since()
+            } else {
+                window.disagree_since()
+            }
+        });
+        let evidence = explain::consensus(
+            &format!("{}/{}", cluster.0, cluster.1),
+            &self.gossip_views(cluster, now),
+            &self.rules.cluster_consensus,
+            since,
+            closing,
+            event.issue.severity,
+            &event.issue.message,
+            now,
+        );
+        explain::attach(&mut self.issues, &mut event, || evidence);
+        Some(Event::Issue(event))
+    }
+
+    /// Every gossip-reporting node's view of one cluster (or its silence), in node order.
+    fn gossip_views(&self, cluster: &ClusterKey, now: Timestamp) -> Vec<NodeView<'_>> {
+        self.cluster_nodes(cluster)
+            .filter(|node| node.reports_gossip())
+            .map(|node| NodeView {
+                node: &node.key.node,
+                observed: self.observed(node, now),
+            })
+            .collect()
     }
 
     /// The nodes of one cluster, in name order.
@@ -430,7 +488,23 @@ impl Engine {
                         rule: NODE_SILENT,
                         subject: Subject::node(&node.key),
                     };
-                    events.extend(self.issues.apply(&key, condition, now).map(Event::Issue));
+                    if let Some(mut event) = self.issues.apply(&key, condition, now) {
+                        let severity = event.issue.severity;
+                        explain::attach(&mut self.issues, &mut event, || {
+                            let (interval, config) =
+                                (node.host_interval(), &self.rules.node_silent);
+                            explain::silence(
+                                &node.key,
+                                silent_since,
+                                interval,
+                                config,
+                                false,
+                                severity,
+                                now,
+                            )
+                        });
+                        events.push(Event::Issue(event));
+                    }
                 }
             }
         }
@@ -468,5 +542,7 @@ impl Engine {
 
 #[cfg(test)]
 mod consensus_tests;
+#[cfg(test)]
+mod explain_tests;
 #[cfg(test)]
 mod tests;

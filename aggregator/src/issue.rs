@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::explain::Explanation;
 use crate::model::{Severity, Subject, Timestamp};
 
 /// Which issue: one rule on one subject. At most one open issue per key.
@@ -42,6 +43,9 @@ pub struct Issue {
     pub threshold: f64,
     pub message: String,
     pub remedy: String,
+    /// Why it is (or was last) open and, once closed, why it closed (`explain`). Boxed:
+    /// it is rarely read and would otherwise triple the size of every event.
+    pub explanation: Option<Box<Explanation>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +149,7 @@ impl IssueBook {
                     threshold: finding.threshold,
                     message: finding.message,
                     remedy: finding.remedy,
+                    explanation: None,
                 };
                 self.open.insert(key.clone(), issue.clone());
                 Some(event(IssueEventKind::Opened, now, issue))
@@ -200,6 +205,13 @@ impl IssueBook {
         }
         reminders.sort_by(|a, b| a.issue.key.cmp(&b.issue.key));
         reminders
+    }
+
+    /// Records why the open issue for `key` is open (see `explain::attach`).
+    pub fn set_explanation(&mut self, key: &IssueKey, explanation: Box<Explanation>) {
+        if let Some(issue) = self.open.get_mut(key) {
+            issue.explanation = Some(explanation);
+        }
     }
 
     pub fn get(&self, key: &IssueKey) -> Option<&Issue> {

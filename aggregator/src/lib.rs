@@ -2,7 +2,7 @@
 //! opens and closes issues, and serves the operator API.
 //!
 //! Pure core (no I/O, time passed in): `model`, `window`, `detect`, `consensus`, `issue`,
-//! `engine`.
+//! `explain`, `engine`.
 //! Edges: `ingest` and `api` (gRPC), `monitor` (the task that owns the engine), `store`
 //! (SQLite), `dispatch`, `outbox`, `delivery` and `sink` (where events go), `server` (wiring), `up` (the
 //! embedded default: aggregator and a local agent in one process).
@@ -16,6 +16,7 @@ pub mod detect;
 pub mod dispatch;
 pub mod engine;
 pub mod events;
+pub mod explain;
 pub mod health;
 pub mod ingest;
 pub mod issue;

@@ -22,6 +22,7 @@ use crate::detect;
 use crate::dispatch::Dispatch;
 use crate::engine::NodeState;
 use crate::events::{Event, Notification};
+use crate::explain::Explanation;
 use crate::issue::{Issue, IssueEvent, IssueEventKind, IssueKey, IssueState, UpdateReason};
 use crate::model::{NodeIdentity, NodeKey, Probe, Severity, Subject, Timestamp};
 
@@ -290,6 +291,12 @@ const MIGRATIONS: &[&str] = &[
         );",
     // 2: the delivery outbox (with dead letters) and integrations created through the API.
     crate::outbox::MIGRATION,
+    // 3: why each issue is (or was last) open and why it closed (`explain::Explanation`
+    // as JSON), one row per issue, beside its row so that listing issues stays cheap.
+    "CREATE TABLE issue_explanations (
+            issue_id TEXT PRIMARY KEY REFERENCES issues (id),
+            explanation TEXT NOT NULL
+        );",
 ];
 
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
@@ -368,7 +375,10 @@ fn commit(
     for write in group {
         for event in &write.events {
             match event {
-                Event::Issue(event) => record_issue_event(&transaction, event)?,
+                Event::Issue(event) => {
+                    record_issue_event(&transaction, event)?;
+                    record_explanation(&transaction, event)?;
+                }
                 Event::Notification(notification) => {
                     record_notification(&transaction, notification)?
                 }
@@ -493,6 +503,48 @@ fn record_issue_event(transaction: &Transaction<'_>, event: &IssueEvent) -> Resu
     Ok(())
 }
 
+/// Writes the issue's explanation when an event changed it (opened, severity, closed).
+fn record_explanation(transaction: &Transaction<'_>, event: &IssueEvent) -> Result<(), StoreError> {
+    let (IssueEventKind::Opened
+    | IssueEventKind::Updated(UpdateReason::Severity)
+    | IssueEventKind::Closed) = event.kind
+    else {
+        return Ok(());
+    };
+    let Some(explanation) = &event.issue.explanation else {
+        return Ok(());
+    };
+    let json = serde_json::to_string(explanation).map_err(|error| StoreError::Corrupt {
+        what: format!("issue {} explanation", event.issue.id),
+        detail: error.to_string(),
+    })?;
+    transaction
+        .prepare_cached(
+            "INSERT INTO issue_explanations (issue_id, explanation) VALUES (?1, ?2)
+             ON CONFLICT (issue_id) DO UPDATE SET explanation = excluded.explanation",
+        )?
+        .execute(params![event.issue.id, json])?;
+    Ok(())
+}
+
+/// The stored explanation of one issue, if it has one.
+fn explanation(
+    connection: &Connection,
+    issue_id: &str,
+) -> Result<Option<Box<Explanation>>, StoreError> {
+    let json: Option<String> = connection
+        .prepare_cached("SELECT explanation FROM issue_explanations WHERE issue_id = ?1")?
+        .query_row([issue_id], |row| row.get(0))
+        .optional()?;
+    json.map(|json| {
+        serde_json::from_str(&json).map_err(|error| StoreError::Corrupt {
+            what: format!("issue {issue_id} explanation"),
+            detail: error.to_string(),
+        })
+    })
+    .transpose()
+}
+
 fn record_notification(
     transaction: &Transaction<'_>,
     notification: &Notification,
@@ -551,7 +603,7 @@ fn restore(connection: &Connection) -> Result<Restored, StoreError> {
             key,
         });
     }
-    let open_issues = list_issues(
+    let mut open_issues = list_issues(
         connection,
         &IssueFilter {
             state: Some(IssueState::Open),
@@ -559,6 +611,9 @@ fn restore(connection: &Connection) -> Result<Restored, StoreError> {
             ..IssueFilter::default()
         },
     )?;
+    for issue in &mut open_issues {
+        issue.explanation = explanation(connection, &issue.id)?;
+    }
     Ok(Restored { nodes, open_issues })
 }
 
@@ -664,7 +719,7 @@ fn get_issue(
     id: &str,
 ) -> Result<Option<(Issue, Vec<StoredIssueEvent>)>, StoreError> {
     let sql = format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE id = ?1");
-    let Some(issue) = connection
+    let Some(mut issue) = connection
         .prepare_cached(&sql)?
         .query_row([id], |row| Ok(issue_from_row(row)))
         .optional()?
@@ -672,6 +727,7 @@ fn get_issue(
     else {
         return Ok(None);
     };
+    issue.explanation = explanation(connection, id)?;
     let mut statement = connection.prepare_cached(
         "SELECT id, kind, reason, time_ms, severity, value, threshold, message, remedy
          FROM issue_events WHERE issue_id = ?1 ORDER BY seq",
@@ -732,6 +788,8 @@ fn issue_from_row(row: &rusqlite::Row<'_>) -> Result<Issue, StoreError> {
         threshold: row.get(12)?,
         message: row.get(13)?,
         remedy: row.get(14)?,
+        // Read beside the row where it is needed (`get_issue`, `restore`).
+        explanation: None,
     })
 }
 

@@ -92,6 +92,11 @@ impl ConditionWindow {
         self.breach.map(|run| run.since)
     }
 
+    /// When the current clear run began, if one is under way.
+    pub fn clear_since(&self) -> Option<Timestamp> {
+        self.clear.map(|run| run.since)
+    }
+
     fn held_for(&self, run: Option<Run>, span: Duration) -> bool {
         let (Some(run), Some(latest)) = (run, self.latest) else {
             return false;

@@ -390,6 +390,63 @@ async fn every_read_rpc_answers_from_the_callers_tenant_only() {
     running.stop().await;
 }
 
+/// GetIssue says why the issue is open: the rule, its condition and window, and the one
+/// sample that opened it (core_load opens on the first sample over 2.0). Only the
+/// issue's tenant (or a global token) gets it.
+#[tokio::test]
+async fn get_issue_explains_why_it_is_open_to_its_tenant_only() {
+    let (running, acme_issue, globex_issue) = two_tenants().await;
+    let mut acme = operator(&running, Some(ACME_VIEWER)).await;
+    let response = acme
+        .get_issue(wire::GetIssueRequest {
+            id: acme_issue.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let issue = response.issue.unwrap();
+    let explanation = response.explanation.expect("an explanation");
+    assert!(explanation.closed.is_none());
+    let opened = explanation.opened.unwrap();
+    assert_eq!(opened.rule, "core_load");
+    assert_eq!(opened.measured, "core load on acme/db/a1");
+    assert_eq!(opened.detail, "load1 10.00 over 1 physical cores");
+    assert_eq!(opened.severity, wire::Severity::Warning as i32);
+    let condition = opened.condition.unwrap();
+    assert_eq!(
+        (condition.comparator.as_str(), condition.threshold),
+        (">", 2.0)
+    );
+    assert_eq!(condition.unit, "ratio");
+    let window = opened.window.unwrap();
+    assert_eq!((window.open_for_ms, window.close_for_ms), (0, 120_000));
+    assert_eq!(window.from_unix_ms, window.to_unix_ms);
+    assert_eq!(opened.samples.len(), 1);
+    assert_eq!(opened.samples[0].value, 10.0);
+    assert_eq!(opened.samples[0].time_unix_ms, window.to_unix_ms);
+    assert_eq!(opened.samples_elided, 0);
+    assert_eq!(opened.decided_unix_ms, issue.opened_unix_ms);
+
+    // Another tenant's issue stays NOT_FOUND, explanation and all; a global token sees it.
+    let status = acme
+        .get_issue(wire::GetIssueRequest {
+            id: globex_issue.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(!status.message().contains("core_load"), "{status:?}");
+    let mut global = operator(&running, Some(GLOBAL_VIEWER)).await;
+    let globex = global
+        .get_issue(wire::GetIssueRequest { id: globex_issue })
+        .await
+        .unwrap()
+        .into_inner();
+    let opened = globex.explanation.unwrap().opened.unwrap();
+    assert_eq!(opened.measured, "core load on globex/web/g1");
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn watch_events_carries_only_the_callers_tenant() {
     let running = Running::start().await;

@@ -3,7 +3,8 @@
 //!
 //! One scenario in order, because each step builds on the state the previous left:
 //! nodes appear → disk issues open → a silent node opens an issue → it closes when the
-//! node comes back → the aggregator is killed and restarted without reopening anything.
+//! node comes back → the aggregator is killed and restarted without reopening anything,
+//! and every issue still says why it opened (and why it closed) exactly as before.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -14,7 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail, ensure};
 use proto::v1::operator_client::OperatorClient;
 use proto::v1::{
-    GetIssueRequest, Issue, IssueEventKind, IssueState, ListIssuesRequest, ListNodesRequest, Node,
+    Explanation, GetIssueRequest, Issue, IssueEventKind, IssueState, ListIssuesRequest,
+    ListNodesRequest, Node,
 };
 use tests::{Process, binary, eventually, free_addr, operator_client, wait_for_port, write_file};
 use tonic::transport::Channel;
@@ -164,6 +166,18 @@ async fn event_kinds(
         .iter()
         .map(|event| IssueEventKind::try_from(event.kind).unwrap_or(IssueEventKind::Unspecified))
         .collect())
+}
+
+/// The explanation GetIssue gives for `issue_id`.
+async fn explanation(client: &mut OperatorClient<Channel>, issue_id: &str) -> Result<Explanation> {
+    client
+        .get_issue(GetIssueRequest {
+            id: issue_id.into(),
+        })
+        .await?
+        .into_inner()
+        .explanation
+        .with_context(|| format!("GetIssue({issue_id}) answered without an explanation"))
 }
 
 /// Whether a log-sink line reports the event `kind` ("opened", "closed") of `issue_id`.
@@ -342,6 +356,46 @@ async fn issues_open_close_and_survive_an_aggregator_restart() -> Result<()> {
     )
     .await?;
 
+    // Why each issue opened: the disk issues by the run of samples over 1 % that held for
+    // `open_for` (at least two, the first 2 s before the last); node-b's silence by its
+    // allowance, and its close by the batch that came back.
+    let mut explanations = BTreeMap::new();
+    for id in disk_issue_ids.iter().chain([&silent_issue_id]) {
+        explanations.insert(id.clone(), explanation(&mut client_now, id).await?);
+    }
+    for id in &disk_issue_ids {
+        let opened = explanations[id].opened.clone().context("why it opened")?;
+        let window = opened.window.clone().unwrap_or_default();
+        let condition = opened.condition.clone().unwrap_or_default();
+        ensure!(
+            opened.rule == "disk_usage"
+                && condition.comparator == ">"
+                && condition.threshold == 1.0
+                && window.open_for_ms == 2000
+                && window.to_unix_ms - window.from_unix_ms >= 2000
+                && opened.samples.len() >= 2
+                && opened.samples.first().map(|s| s.time_unix_ms) == Some(window.from_unix_ms)
+                && opened.samples.last().map(|s| s.time_unix_ms) == Some(window.to_unix_ms)
+                && opened.samples.iter().all(|sample| sample.value > 1.0),
+            "disk issue {id} explained as {opened:#?}"
+        );
+    }
+    let silent_explanation = &explanations[&silent_issue_id];
+    let opened_silence = silent_explanation
+        .opened
+        .as_ref()
+        .and_then(|opened| opened.silence)
+        .context("node_silent explained by its silence")?;
+    ensure!(
+        opened_silence.missed_intervals == 3
+            && opened_silence.silent_for_ms >= opened_silence.allowance_ms,
+        "node_silent opened with {opened_silence:#?}"
+    );
+    ensure!(
+        silent_explanation.closed.is_some(),
+        "node_silent issue {silent_issue_id} closed without saying why: {silent_explanation:#?}"
+    );
+
     // 5. The aggregator dies without warning and restarts on the same data directory.
     aggregator.kill()?;
     let lines_before_restart = json_lines(&aggregator)?;
@@ -396,6 +450,13 @@ async fn issues_open_close_and_survive_an_aggregator_restart() -> Result<()> {
             issue.id,
             issue.rule,
             issue.node
+        );
+    }
+    for (id, before) in &explanations {
+        let after = explanation(&mut client, id).await?;
+        ensure!(
+            after == *before,
+            "issue {id} explained differently after the restart: before {before:#?}, after {after:#?}"
         );
     }
     let lines_after_restart = json_lines(&aggregator)?;

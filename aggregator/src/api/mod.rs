@@ -24,6 +24,7 @@ use crate::auth::{self, Caller};
 use crate::dispatch::Dispatch;
 use crate::engine::{Engine, NodeState};
 use crate::events::{Event, EventSource, Notification};
+use crate::explain::{Evidence, Explanation};
 use crate::issue::{Issue, IssueEventKind, IssueState};
 use crate::model::{GossipReading, HostReading, NodeKey, Severity, Timestamp};
 use crate::monitor::{Monitor, MonitorError};
@@ -173,6 +174,7 @@ impl wire::operator_server::Operator for OperatorService {
         Ok(Response::new(wire::GetIssueResponse {
             issue: Some(issue_to_wire(&issue)),
             events,
+            explanation: issue.explanation.as_deref().map(explanation_to_wire),
         }))
     }
 
@@ -537,6 +539,87 @@ fn issue_to_wire(issue: &Issue) -> wire::Issue {
         message: issue.message.clone(),
         remedy: issue.remedy.clone(),
         updated_unix_ms: issue.updated_at.as_unix_ms(),
+    }
+}
+
+fn explanation_to_wire(explanation: &Explanation) -> wire::Explanation {
+    wire::Explanation {
+        opened: explanation.opened.as_ref().map(evidence_to_wire),
+        closed: explanation.closed.as_ref().map(evidence_to_wire),
+    }
+}
+
+fn evidence_to_wire(evidence: &Evidence) -> wire::Evidence {
+    let condition = &evidence.condition;
+    let window = &evidence.window;
+    wire::Evidence {
+        rule: evidence.rule.clone(),
+        decided_unix_ms: evidence.decided_at_ms,
+        severity: severity_to_wire(evidence.severity) as i32,
+        measured: evidence.measured.clone(),
+        detail: evidence.detail.clone(),
+        condition: Some(wire::RuleCondition {
+            text: condition.text.clone(),
+            comparator: condition.comparator.clone(),
+            threshold: condition.threshold,
+            unit: condition.unit.clone(),
+            tiers: condition
+                .tiers
+                .iter()
+                .map(|tier| wire::SeverityTier {
+                    severity: severity_to_wire(tier.severity) as i32,
+                    above: tier.above,
+                })
+                .collect(),
+            tier_threshold: condition.tier_threshold,
+        }),
+        window: Some(wire::EvidenceWindow {
+            open_for_ms: window.open_for_ms,
+            close_for_ms: window.close_for_ms,
+            from_unix_ms: window.from_ms,
+            to_unix_ms: window.to_ms,
+            clock: window.clock.clone(),
+        }),
+        samples: evidence
+            .samples
+            .iter()
+            .map(|sample| wire::DecidingSample {
+                time_unix_ms: sample.time_ms,
+                value: sample.value,
+            })
+            .collect(),
+        samples_elided: evidence.samples_elided,
+        silence: evidence
+            .silence
+            .as_ref()
+            .map(|silence| wire::SilenceEvidence {
+                silent_since_unix_ms: silence.silent_since_ms,
+                silent_for_ms: silence.silent_for_ms,
+                interval_ms: silence.interval_ms,
+                missed_intervals: silence.missed_intervals,
+                allowance_ms: silence.allowance_ms,
+                escalate_after_ms: silence.escalate_after_ms,
+            }),
+        nodes: evidence
+            .nodes
+            .iter()
+            .map(|node| wire::NodeEvidence {
+                node: node.node.clone(),
+                outcome: node.outcome.clone(),
+                error: node.error.clone(),
+                members: node
+                    .members
+                    .iter()
+                    .map(|member| wire::NormalizedMember {
+                        id: member.id.clone(),
+                        state: member.state.clone(),
+                        alive: member.alive,
+                    })
+                    .collect(),
+                leaders: node.leaders.clone(),
+            })
+            .collect(),
+        nodes_elided: evidence.nodes_elided,
     }
 }
 

@@ -52,7 +52,7 @@ fn kinds(events: &[Event]) -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
-fn host(load1: f64, memory_used_percent: f64, disk_used_percent: f64) -> HostReading {
+pub(super) fn host(load1: f64, memory_used_percent: f64, disk_used_percent: f64) -> HostReading {
     HostReading {
         load1,
         load5: load1,

@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::Auth;
+use crate::auth::{Auth, ClientCert};
 use crate::engine::{Batch, Hello};
 use crate::model::{NodeIdentity, NodeKey, Probe, Timestamp};
 use crate::monitor::{Monitor, MonitorError};
@@ -65,7 +65,11 @@ impl wire::ingest_server::Ingest for IngestService {
         request: Request<Streaming<wire::AgentMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
         let peer = request.remote_addr();
-        let has_client_cert = request.peer_certs().is_some_and(|certs| !certs.is_empty());
+        // The end-entity certificate comes first; the TLS layer has verified the chain.
+        let client_cert = match request.peer_certs() {
+            Some(certs) if !certs.is_empty() => Some(ClientCert::from_der(&certs[0])?),
+            _ => None,
+        };
         let metadata = request.metadata().clone();
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await.map_err(inbound_error)? {
@@ -84,7 +88,7 @@ impl wire::ingest_server::Ingest for IngestService {
             &hello.token,
             &key.tenant,
             &key.cluster,
-            has_client_cert,
+            client_cert.as_ref(),
         ) {
             tracing::warn!(node = %key, ?peer, status = %refused.message(), "agent refused");
             return Err(refused);

@@ -332,3 +332,113 @@ async fn a_database_from_a_newer_aggregator_is_refused() {
     let error = Store::open(dir.path(), dispatch).unwrap_err().to_string();
     assert!(error.contains("newer than this aggregator"), "{error}");
 }
+
+/// Evidence as the engine would capture it, with values that must round-trip exactly
+/// (0.1 + 0.2 is not 0.3) and a full run of samples.
+fn evidence(rule: &str, first_ms: i64, n_samples: i64) -> crate::explain::Evidence {
+    use crate::explain::{DecidingSample, Evidence, RuleCondition, TierEvidence, WindowSpan};
+    Evidence {
+        rule: rule.into(),
+        decided_at_ms: at(n_samples).as_unix_ms(),
+        severity: Severity::Error,
+        measured: "disk / on acme/db/a".into(),
+        detail: "100 of 1000 bytes available on /dev/vda".into(),
+        condition: RuleCondition {
+            text: "over 80 % for 1m".into(),
+            comparator: ">".into(),
+            threshold: 80.0,
+            unit: "percent".into(),
+            tiers: vec![TierEvidence {
+                severity: Severity::Error,
+                above: 80.0,
+            }],
+            tier_threshold: 80.0,
+        },
+        window: WindowSpan {
+            open_for_ms: 60_000,
+            close_for_ms: 0,
+            from_ms: first_ms,
+            to_ms: first_ms + (n_samples - 1) * 15_000,
+            clock: "agent".into(),
+        },
+        samples: (0..n_samples)
+            .map(|index| DecidingSample {
+                time_ms: first_ms + index * 15_000,
+                value: 80.0 + 0.1 + 0.2 + index as f64 / 3.0,
+            })
+            .collect(),
+        samples_elided: 41,
+        silence: None,
+        nodes: Vec::new(),
+        nodes_elided: 0,
+    }
+}
+
+#[tokio::test]
+async fn an_explanation_survives_a_reopen_exactly_and_a_close_keeps_why_it_was_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer, _) = open(dir.path());
+    let mut book = IssueBook::default();
+    let key = disk_key("a");
+    let mut opened = book
+        .apply(&key, breach(85.0, Severity::Error), at(1))
+        .unwrap();
+    let why_open = evidence("disk_usage", at(0).as_unix_ms(), 60);
+    crate::explain::attach(&mut book, &mut opened, || why_open.clone());
+    let id = opened.issue.id.clone();
+    write(&store, vec![], vec![Event::Issue(opened.clone())]).await;
+    close(store, writer);
+
+    let (store, writer, restored) = open(dir.path());
+    assert_eq!(restored.open_issues.len(), 1);
+    let explanation = restored.open_issues[0].explanation.clone().unwrap();
+    assert_eq!(explanation.opened.as_ref(), Some(&why_open));
+    assert_eq!(explanation.closed, None);
+    assert_eq!(restored.open_issues[0], opened.issue, "restored exactly");
+    let (issue, _) = store.get_issue(id.clone()).await.unwrap().unwrap();
+    assert_eq!(issue.explanation, opened.issue.explanation);
+
+    // The restored book closes it: the close adds why, and keeps why it was open.
+    let mut book = IssueBook::restore(restored.open_issues);
+    let mut closed = book.apply(&key, clear(10.0), at(70)).unwrap();
+    let why_closed = evidence("disk_usage", at(70).as_unix_ms(), 1);
+    crate::explain::attach(&mut book, &mut closed, || why_closed.clone());
+    write(&store, vec![], vec![Event::Issue(closed)]).await;
+    close(store, writer);
+
+    let (store, writer, restored) = open(dir.path());
+    assert!(restored.open_issues.is_empty());
+    let (issue, events) = store.get_issue(id).await.unwrap().unwrap();
+    assert_eq!(events.len(), 2);
+    let explanation = issue.explanation.unwrap();
+    assert_eq!(explanation.opened, Some(why_open));
+    assert_eq!(explanation.closed, Some(why_closed));
+    close(store, writer);
+}
+
+#[tokio::test]
+async fn issues_stored_before_explanations_existed_have_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer, _) = open(dir.path());
+    let mut book = IssueBook::default();
+    let opened = book
+        .apply(&disk_key("a"), breach(85.0, Severity::Warning), at(1))
+        .unwrap();
+    let id = opened.issue.id.clone();
+    assert_eq!(opened.issue.explanation, None);
+    write(&store, vec![], vec![Event::Issue(opened)]).await;
+    close(store, writer);
+    // Back to schema version 2, as an aggregator from before migration 3 left it.
+    let connection = Connection::open(dir.path().join("hostwatch.db")).unwrap();
+    connection
+        .execute_batch("DROP TABLE issue_explanations; PRAGMA user_version = 2;")
+        .unwrap();
+    drop(connection);
+
+    let (store, writer, restored) = open(dir.path());
+    assert_eq!(restored.open_issues.len(), 1);
+    assert_eq!(restored.open_issues[0].explanation, None);
+    let (issue, _) = store.get_issue(id).await.unwrap().unwrap();
+    assert_eq!(issue.explanation, None);
+    close(store, writer);
+}

@@ -76,6 +76,13 @@ impl Operator for FakeOperator {
     ) -> Result<Response<GetIssueResponse>, Status> {
         self.record(&request);
         let id = request.into_inner().id;
+        if id == crate::issues::tests::issue().id {
+            return Ok(Response::new(GetIssueResponse {
+                issue: Some(crate::issues::tests::issue()),
+                events: vec![crate::issues::tests::opened_event()],
+                explanation: Some(crate::explanation::tests::disk_explanation()),
+            }));
+        }
         Err(Status::not_found(format!("no issue {id}")))
     }
 
@@ -165,6 +172,22 @@ async fn an_error_status_is_reported_with_what_failed() {
         .await
         .unwrap_err();
     assert_eq!(error.to_string(), "get issue 42: no issue 42");
+}
+
+/// `hostwatchctl issue ID` as it prints, from what the API sent: the issue's fields,
+/// why it is open (condition, window, the deciding samples), then its events.
+#[tokio::test]
+async fn an_issue_prints_with_its_explanation() {
+    let (addr, _) = start_fake().await;
+    let mut client = connect(&addr.to_string(), None).await.unwrap();
+    let request = GetIssueRequest {
+        id: crate::issues::tests::issue().id,
+    };
+    let response = call("get issue", client.get_issue(request)).await.unwrap();
+    insta::assert_snapshot!(crate::issues::detail(&response));
+    let value = crate::issues::detail_json(&response);
+    assert_eq!(value["explanation"]["opened"]["rule"], "disk_usage");
+    assert_eq!(value["explanation"]["opened"]["samples_elided"], 15);
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 use proto::v1::{GetIssueResponse, Issue, IssueEvent};
 use serde_json::{Map, Value, json};
 
+use crate::explanation;
 use crate::format::{
     Rows, cell_name, insert_time, issue_event_kind_name, issue_state_name, json_number, number,
     render_fields, severity_name, subject, time_cell,
@@ -80,11 +81,13 @@ pub(crate) fn list_json(issues: &[Issue]) -> Value {
     Value::Array(issues.iter().map(issue_json).collect())
 }
 
-/// `{"issue": {...}, "events": [...]}`, events oldest first as the API sends them.
+/// `{"issue": {...}, "events": [...], "explanation": {...}}`, events oldest first as
+/// the API sends them; `explanation` is null when the aggregator sent none.
 pub(crate) fn detail_json(response: &GetIssueResponse) -> Value {
     json!({
         "issue": response.issue.as_ref().map_or(Value::Null, issue_json),
         "events": response.events.iter().map(event_json).collect::<Vec<_>>(),
+        "explanation": response.explanation.as_ref().map_or(Value::Null, explanation::json),
     })
 }
 
@@ -106,7 +109,7 @@ pub(crate) fn events_table(events: &[IssueEvent]) -> Rows {
     rows
 }
 
-/// The issue's fields, then its events as a table.
+/// The issue's fields, why it is open (and why it closed), then its events as a table.
 pub(crate) fn detail(response: &GetIssueResponse) -> String {
     let mut sections = Vec::new();
     if let Some(issue) = &response.issue {
@@ -130,6 +133,9 @@ pub(crate) fn detail(response: &GetIssueResponse) -> String {
             ("Message", or_dash(&issue.message)),
             ("Remedy", or_dash(&issue.remedy)),
         ]));
+    }
+    if let Some(explanation) = &response.explanation {
+        sections.push(explanation::block(explanation));
     }
     if response.events.is_empty() {
         sections.push("Events: none".to_owned());
@@ -228,6 +234,7 @@ pub(crate) mod tests {
         let response = GetIssueResponse {
             issue: Some(issue()),
             events: vec![opened_event()],
+            explanation: None,
         };
         let value = detail_json(&response);
         assert_eq!(value["issue"]["id"], issue().id);
@@ -262,6 +269,7 @@ pub(crate) mod tests {
         let response = GetIssueResponse {
             issue: Some(issue()),
             events: vec![opened_event()],
+            explanation: None,
         };
         let text = detail(&response);
         let fields_at = text.find("Subject:").unwrap();

@@ -8,6 +8,7 @@
 mod client;
 mod clusters;
 mod events;
+mod explanation;
 #[cfg(test)]
 mod fake_server;
 mod format;
