@@ -97,6 +97,14 @@ impl NodeState {
     }
 }
 
+/// One threshold rule's window on one subject of a node, with the subject's issue key
+/// built once.
+#[derive(Debug)]
+struct RuleWindow {
+    key: IssueKey,
+    window: ConditionWindow,
+}
+
 /// `tenant / cluster`: the subject of cluster-wide rules.
 type ClusterKey = (String, String);
 
@@ -139,7 +147,9 @@ pub struct Engine {
     /// nodes' fault.
     started_at: Timestamp,
     nodes: BTreeMap<NodeKey, NodeState>,
-    windows: HashMap<IssueKey, ConditionWindow>,
+    /// The threshold rules' windows, per node: found once per batch, then by rule and
+    /// mount among a handful, so a sample costs no allocation and no key hashing.
+    windows: HashMap<NodeKey, Vec<RuleWindow>>,
     /// When each node's latest gossip view arrived (aggregator clock).
     gossip_arrived: HashMap<NodeKey, Timestamp>,
     consensus: HashMap<ClusterKey, ConsensusWindow>,
@@ -258,24 +268,48 @@ impl Engine {
         let max_gap = self.rules.max_gap(node.host_interval());
         let mut new_gossip = false;
 
+        if !self.windows.contains_key(key) {
+            self.windows.insert(key.clone(), Vec::new());
+        }
+        let Some(windows) = self.windows.get_mut(key) else {
+            return Ok(outcome);
+        };
         for sample in batch.samples {
             match sample.reading {
                 Reading::Host(host) => {
-                    for measurement in detect::measure_host(key, &host, &self.rules) {
-                        let Some(config) =
-                            detect::threshold_rule(&self.rules, measurement.key.rule)
-                        else {
+                    for metric in detect::host_metrics(&host, &self.rules) {
+                        let Some(config) = detect::threshold_rule(&self.rules, metric.rule) else {
                             continue;
                         };
-                        let window = self.windows.entry(measurement.key.clone()).or_default();
-                        let verdict = detect::verdict(measurement.value, config.threshold);
+                        let index = match windows.iter().position(|rule_window| {
+                            rule_window.key.rule == metric.rule
+                                && rule_window.key.subject.mount == metric.mount()
+                        }) {
+                            Some(index) => index,
+                            None => {
+                                windows.push(RuleWindow {
+                                    key: detect::metric_key(key, &metric),
+                                    window: ConditionWindow::default(),
+                                });
+                                windows.len() - 1
+                            }
+                        };
+                        let RuleWindow {
+                            key: issue_key,
+                            window,
+                        } = &mut windows[index];
+                        let verdict = detect::verdict(metric.value, config.threshold);
                         if !window.observe(sample.time, verdict, max_gap) {
                             continue;
                         }
-                        let current = self
-                            .issues
-                            .get(&measurement.key)
-                            .map(|issue| issue.severity);
+                        let current = self.issues.get(issue_key).map(|issue| issue.severity);
+                        // Most samples of a healthy fleet conclude nothing new: skip making
+                        // the words of a conclusion that would be thrown away.
+                        if !detect::may_decide(window, config, current.is_some()) {
+                            continue;
+                        }
+                        let measurement =
+                            detect::measurement(key, &host, &metric, issue_key.clone());
                         if let Some(condition) =
                             detect::conclude(&measurement, window, config, current)
                         {
@@ -463,6 +497,16 @@ impl Engine {
 
     pub fn open_issue(&self, key: &IssueKey) -> Option<&Issue> {
         self.issues.get(key)
+    }
+
+    /// The window of a threshold rule on one subject, if a sample has moved it.
+    pub fn window(&self, key: &IssueKey) -> Option<&ConditionWindow> {
+        let node = key.subject.node_key()?;
+        self.windows
+            .get(&node)?
+            .iter()
+            .find(|rule_window| rule_window.key == *key)
+            .map(|rule_window| &rule_window.window)
     }
 }
 
