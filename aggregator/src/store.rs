@@ -29,10 +29,12 @@ use crate::model::{NodeIdentity, NodeKey, Probe, Severity, Subject, Timestamp};
 const WRITE_QUEUE: usize = 1024;
 /// At most this many writes go into one transaction.
 const GROUP_COMMIT_MAX: usize = 512;
-/// How long the writer lets writes gather after the first before it commits them: one
-/// fsync then covers every batch that arrived meanwhile. Costs each ack at most this much
-/// latency; saves one fsync per batch when many agents report at once.
-const COMMIT_LINGER: Duration = Duration::from_millis(10);
+/// The shortest time between the starts of two commits. A write arriving after a quiet
+/// spell is committed at once; under load, writes gather for what is left of this (and
+/// during the previous commit's fsync), so one fsync covers every batch that arrived
+/// meanwhile. Bounds the commits (and fsyncs) to 200 a second however many agents
+/// report, and costs an ack at most this much latency.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -62,9 +64,60 @@ pub type WriteDone = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 /// One unit of work for the writer: node rows to upsert and events to record, all in
 /// one transaction; `done` learns the outcome after the commit.
 pub struct Write {
-    pub nodes: Vec<NodeState>,
+    pub nodes: Vec<NodeRow>,
     pub events: Vec<Event>,
     pub done: Option<WriteDone>,
+}
+
+/// What a write changes in a node's row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeRow {
+    /// The whole row: a Hello (identity, probes, seq epoch may have changed).
+    Full(Box<NodeState>),
+    /// A batch: only the seq, the counters and last-seen move, so only they are written
+    /// (the node's row exists: its Hello was committed before any of its batches).
+    Progress(NodeProgress),
+}
+
+impl NodeRow {
+    fn key(&self) -> &NodeKey {
+        match self {
+            NodeRow::Full(node) => &node.key,
+            NodeRow::Progress(progress) => &progress.key,
+        }
+    }
+}
+
+impl From<NodeState> for NodeRow {
+    fn from(node: NodeState) -> Self {
+        NodeRow::Full(Box::new(node))
+    }
+}
+
+/// The part of a node's row a batch moves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeProgress {
+    pub key: NodeKey,
+    pub applied_seq: u64,
+    pub last_seen: Option<Timestamp>,
+    pub dropped_batches_total: u64,
+    pub batches_applied_total: u64,
+    pub duplicate_batches_total: u64,
+    pub skipped_seqs_total: u64,
+}
+
+impl NodeProgress {
+    pub fn of(node: &NodeState) -> Self {
+        Self {
+            key: node.key.clone(),
+            applied_seq: node.applied_seq,
+            last_seen: node.last_seen,
+            dropped_batches_total: node.dropped_batches_total,
+            batches_applied_total: node.batches_applied_total,
+            duplicate_batches_total: node.duplicate_batches_total,
+            skipped_seqs_total: node.skipped_seqs_total,
+        }
+    }
 }
 
 impl std::fmt::Debug for Write {
@@ -318,11 +371,13 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 }
 
 fn write_loop(mut connection: Connection, mut queue: mpsc::Receiver<Write>, dispatch: Dispatch) {
+    let mut last_commit: Option<std::time::Instant> = None;
     while let Some(first) = queue.blocking_recv() {
         let mut group = vec![first];
-        if queue.is_empty() {
-            std::thread::sleep(COMMIT_LINGER);
+        if let Some(wait) = last_commit.and_then(|at| COMMIT_INTERVAL.checked_sub(at.elapsed())) {
+            std::thread::sleep(wait);
         }
+        last_commit = Some(std::time::Instant::now());
         while group.len() < GROUP_COMMIT_MAX {
             match queue.try_recv() {
                 Ok(write) => group.push(write),
@@ -356,14 +411,25 @@ fn commit(
     let transaction = connection.transaction()?;
     let now_ms = Timestamp::now().as_unix_ms();
     // A node's row is written once per transaction, as its latest write has it: a stream
-    // of batches from one node costs one upsert per commit, not one per batch.
-    let mut latest_nodes: std::collections::HashMap<&NodeKey, &NodeState> =
+    // of batches from one node costs one short update per commit, not one per batch. A
+    // Hello's whole row goes first, then the progress of batches after it, if any.
+    type Latest<'a> = (Option<&'a NodeState>, Option<&'a NodeProgress>);
+    let mut latest_rows: std::collections::HashMap<&NodeKey, Latest<'_>> =
         std::collections::HashMap::new();
-    for node in group.iter().flat_map(|write| &write.nodes) {
-        latest_nodes.insert(&node.key, node);
+    for row in group.iter().flat_map(|write| &write.nodes) {
+        let latest = latest_rows.entry(row.key()).or_default();
+        match row {
+            NodeRow::Full(node) => *latest = (Some(&**node), None),
+            NodeRow::Progress(progress) => latest.1 = Some(progress),
+        }
     }
-    for node in latest_nodes.values() {
-        upsert_node(&transaction, node)?;
+    for (full, progress) in latest_rows.values() {
+        if let Some(node) = full {
+            upsert_node(&transaction, node)?;
+        }
+        if let Some(progress) = progress {
+            update_progress(&transaction, progress)?;
+        }
     }
     for write in group {
         for event in &write.events {
@@ -433,6 +499,30 @@ fn upsert_node(transaction: &Transaction<'_>, node: &NodeState) -> Result<(), St
             signed(node.batches_applied_total),
             signed(node.duplicate_batches_total),
             signed(node.skipped_seqs_total),
+        ])?;
+    Ok(())
+}
+
+fn update_progress(
+    transaction: &Transaction<'_>,
+    progress: &NodeProgress,
+) -> Result<(), StoreError> {
+    transaction
+        .prepare_cached(
+            "UPDATE nodes SET applied_seq = ?4, last_seen_ms = ?5, dropped_batches_total = ?6,
+                 batches_applied_total = ?7, duplicate_batches_total = ?8, skipped_seqs_total = ?9
+             WHERE tenant = ?1 AND cluster = ?2 AND node = ?3",
+        )?
+        .execute(params![
+            progress.key.tenant,
+            progress.key.cluster,
+            progress.key.node,
+            signed(progress.applied_seq),
+            progress.last_seen.map(Timestamp::as_unix_ms),
+            signed(progress.dropped_batches_total),
+            signed(progress.batches_applied_total),
+            signed(progress.duplicate_batches_total),
+            signed(progress.skipped_seqs_total),
         ])?;
     Ok(())
 }
