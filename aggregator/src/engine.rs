@@ -97,6 +97,27 @@ impl NodeState {
     }
 }
 
+/// What the rules keep per node, with the issue keys built once.
+#[derive(Debug)]
+struct NodeWindows {
+    /// The node's `node_silent` issue key.
+    silent_key: IssueKey,
+    /// One per threshold rule and subject (the node, each mount), in first-seen order.
+    rules: Vec<RuleWindow>,
+}
+
+impl NodeWindows {
+    fn new(key: &NodeKey) -> Self {
+        Self {
+            silent_key: IssueKey {
+                rule: NODE_SILENT,
+                subject: Subject::node(key),
+            },
+            rules: Vec::new(),
+        }
+    }
+}
+
 /// One threshold rule's window on one subject of a node, with the subject's issue key
 /// built once.
 #[derive(Debug)]
@@ -149,7 +170,7 @@ pub struct Engine {
     nodes: BTreeMap<NodeKey, NodeState>,
     /// The threshold rules' windows, per node: found once per batch, then by rule and
     /// mount among a handful, so a sample costs no allocation and no key hashing.
-    windows: HashMap<NodeKey, Vec<RuleWindow>>,
+    windows: HashMap<NodeKey, NodeWindows>,
     /// When each node's latest gossip view arrived (aggregator clock).
     gossip_arrived: HashMap<NodeKey, Timestamp>,
     consensus: HashMap<ClusterKey, ConsensusWindow>,
@@ -224,18 +245,26 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownNode(key.clone()))?;
         let mut outcome = BatchOutcome::default();
 
-        let silent_since = node
-            .last_seen
-            .unwrap_or(node.first_seen)
-            .max(self.started_at);
-        let heard = detect::heard_from(key, now.since(silent_since), &self.rules.node_silent);
-        let silent_key = IssueKey {
-            rule: NODE_SILENT,
-            subject: Subject::node(key),
+        if !self.windows.contains_key(key) {
+            self.windows.insert(key.clone(), NodeWindows::new(key));
+        }
+        let Some(windows) = self.windows.get_mut(key) else {
+            return Ok(outcome);
         };
-        outcome
-            .events
-            .extend(self.issues.apply(&silent_key, heard, now).map(Event::Issue));
+        // Any batch ends the node's silence; the words of that are made only when there
+        // is a silence issue to close.
+        if self.issues.get(&windows.silent_key).is_some() {
+            let silent_since = node
+                .last_seen
+                .unwrap_or(node.first_seen)
+                .max(self.started_at);
+            let heard = detect::heard_from(key, now.since(silent_since), &self.rules.node_silent);
+            outcome.events.extend(
+                self.issues
+                    .apply(&windows.silent_key, heard, now)
+                    .map(Event::Issue),
+            );
+        }
         node.last_seen = Some(now);
 
         if batch.dropped_batches_total > node.dropped_batches_total {
@@ -268,12 +297,7 @@ impl Engine {
         let max_gap = self.rules.max_gap(node.host_interval());
         let mut new_gossip = false;
 
-        if !self.windows.contains_key(key) {
-            self.windows.insert(key.clone(), Vec::new());
-        }
-        let Some(windows) = self.windows.get_mut(key) else {
-            return Ok(outcome);
-        };
+        let windows = &mut windows.rules;
         for sample in batch.samples {
             match sample.reading {
                 Reading::Host(host) => {
@@ -504,6 +528,7 @@ impl Engine {
         let node = key.subject.node_key()?;
         self.windows
             .get(&node)?
+            .rules
             .iter()
             .find(|rule_window| rule_window.key == *key)
             .map(|rule_window| &rule_window.window)
