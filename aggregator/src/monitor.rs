@@ -198,6 +198,7 @@ fn handle(engine: &mut Engine, command: Command, dispatch: &Dispatch) -> Option<
             // Log lines and host samples for logs/metrics integrations, handed over
             // once the batch is committed (and not for a replayed batch).
             let telemetry = dispatch.telemetry(&key, &batch.samples);
+            let n_samples = batch.samples.len();
             let first_host = engine
                 .node(&key)
                 .is_some_and(|node| node.latest_host.is_none());
@@ -217,7 +218,7 @@ fn handle(engine: &mut Engine, command: Command, dispatch: &Dispatch) -> Option<
                     };
                     // Only the seq and counters: identity and probes were written by the
                     // Hello, so a batch does not copy them.
-                    let progress = node.map(NodeProgress::of);
+                    let progress = node.map(|node| NodeProgress::of(node, n_samples));
                     Some(Write {
                         nodes: progress.into_iter().map(NodeRow::Progress).collect(),
                         events: outcome.events,

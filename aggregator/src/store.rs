@@ -32,9 +32,13 @@ const GROUP_COMMIT_MAX: usize = 512;
 /// The shortest time between the starts of two commits. A write arriving after a quiet
 /// spell is committed at once; under load, writes gather for what is left of this (and
 /// during the previous commit's fsync), so one fsync covers every batch that arrived
-/// meanwhile. Bounds the commits (and fsyncs) to 200 a second however many agents
+/// meanwhile. Bounds the commits (and fsyncs) to 100 a second however many agents
 /// report, and costs an ack at most this much latency.
-const COMMIT_INTERVAL: Duration = Duration::from_millis(5);
+const COMMIT_INTERVAL: Duration = Duration::from_millis(10);
+/// Queued writes applying at least this many samples are committed without waiting for
+/// the interval: a commit's fixed cost (~200 µs of fsync and SQLite work here) is then
+/// under a microsecond a sample, and waiting would only hold back a bulk sender's acks.
+const COMMIT_AT_ONCE_SAMPLES: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -104,10 +108,14 @@ pub struct NodeProgress {
     pub batches_applied_total: u64,
     pub duplicate_batches_total: u64,
     pub skipped_seqs_total: u64,
+    /// How many samples the batch applied. Not stored: a group of writes heavy with
+    /// samples commits without waiting for `COMMIT_INTERVAL`.
+    pub batch_samples: usize,
 }
 
 impl NodeProgress {
-    pub fn of(node: &NodeState) -> Self {
+    /// The node's row after a batch of `batch_samples` samples.
+    pub fn of(node: &NodeState, batch_samples: usize) -> Self {
         Self {
             key: node.key.clone(),
             applied_seq: node.applied_seq,
@@ -116,7 +124,21 @@ impl NodeProgress {
             batches_applied_total: node.batches_applied_total,
             duplicate_batches_total: node.duplicate_batches_total,
             skipped_seqs_total: node.skipped_seqs_total,
+            batch_samples,
         }
+    }
+}
+
+impl Write {
+    /// The samples the write's batches applied.
+    fn n_samples(&self) -> usize {
+        self.nodes
+            .iter()
+            .map(|row| match row {
+                NodeRow::Progress(progress) => progress.batch_samples,
+                NodeRow::Full(_) => 0,
+            })
+            .sum()
     }
 }
 
@@ -374,16 +396,15 @@ fn write_loop(mut connection: Connection, mut queue: mpsc::Receiver<Write>, disp
     let mut last_commit: Option<std::time::Instant> = None;
     while let Some(first) = queue.blocking_recv() {
         let mut group = vec![first];
-        if let Some(wait) = last_commit.and_then(|at| COMMIT_INTERVAL.checked_sub(at.elapsed())) {
+        drain(&mut queue, &mut group);
+        let n_samples: usize = group.iter().map(Write::n_samples).sum();
+        if n_samples < COMMIT_AT_ONCE_SAMPLES
+            && let Some(wait) = last_commit.and_then(|at| COMMIT_INTERVAL.checked_sub(at.elapsed()))
+        {
             std::thread::sleep(wait);
+            drain(&mut queue, &mut group);
         }
         last_commit = Some(std::time::Instant::now());
-        while group.len() < GROUP_COMMIT_MAX {
-            match queue.try_recv() {
-                Ok(write) => group.push(write),
-                Err(_) => break,
-            }
-        }
         let result = commit(&mut connection, &group, &dispatch);
         if let Err(error) = &result {
             tracing::error!(%error, writes = group.len(), "store commit failed; nothing in it is acknowledged");
@@ -399,6 +420,16 @@ fn write_loop(mut connection: Connection, mut queue: mpsc::Receiver<Write>, disp
         }
         if !committed.is_empty() {
             dispatch.publish(committed);
+        }
+    }
+}
+
+/// Moves what is queued into the group, up to `GROUP_COMMIT_MAX`.
+fn drain(queue: &mut mpsc::Receiver<Write>, group: &mut Vec<Write>) {
+    while group.len() < GROUP_COMMIT_MAX {
+        match queue.try_recv() {
+            Ok(write) => group.push(write),
+            Err(_) => break,
         }
     }
 }

@@ -130,8 +130,8 @@ async fn a_batch_writes_its_progress_and_keeps_what_the_hello_wrote() {
     write_rows(
         &store,
         vec![
-            NodeRow::Progress(NodeProgress::of(&later)),
-            NodeRow::Progress(NodeProgress::of(&node_state("b", 31))),
+            NodeRow::Progress(NodeProgress::of(&later, 1)),
+            NodeRow::Progress(NodeProgress::of(&node_state("b", 31), 1)),
             NodeRow::from(NodeState {
                 applied_seq: 0,
                 ..renewed.clone()
@@ -146,7 +146,7 @@ async fn a_batch_writes_its_progress_and_keeps_what_the_hello_wrote() {
                 applied_seq: 0,
                 ..node_state("c", 1)
             }),
-            NodeRow::Progress(NodeProgress::of(&node_state("c", 2))),
+            NodeRow::Progress(NodeProgress::of(&node_state("c", 2), 1)),
         ],
     )
     .await;
