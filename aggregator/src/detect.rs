@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::config::{NodeSilentConfig, RulesConfig, ThresholdRuleConfig};
 use crate::consensus::CLUSTER_CONSENSUS;
 use crate::issue::{Condition, Finding, IssueKey};
-use crate::model::{HostReading, NodeKey, Severity, Subject, Timestamp};
+use crate::model::{DiskReading, HostReading, NodeKey, Severity, Subject, Timestamp};
 use crate::window::{ConditionWindow, Verdict};
 
 pub const CORE_LOAD: &str = "core_load";
@@ -91,63 +91,128 @@ impl Measurement {
     }
 }
 
-/// The values every enabled threshold rule watches in a host sample.
-pub fn measure_host(node: &NodeKey, host: &HostReading, rules: &RulesConfig) -> Vec<Measurement> {
-    let mut measurements = Vec::with_capacity(2 + host.disks.len());
-    let node_subject = Subject::node(node);
-    if rules.core_load.enabled {
-        let estimated = if host.physical_cores_estimated {
-            " (logical, no topology)"
-        } else {
-            ""
-        };
-        measurements.push(Measurement {
-            key: IssueKey {
-                rule: CORE_LOAD,
-                subject: node_subject.clone(),
-            },
-            value: host.core_load(),
-            what: format!("core load on {node}"),
-            how: format!(
-                "load1 {:.2} over {} physical cores{estimated}",
-                host.load1, host.physical_cores
-            ),
-            unit: Unit::Ratio,
-        });
+/// One value a threshold rule watches in a host sample, before any text is made: the
+/// engine judges every sample with these and builds a `Measurement` (with its message
+/// parts) only when a window concludes something.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HostMetric<'a> {
+    pub rule: &'static str,
+    /// The disk, for `disk_usage`.
+    pub disk: Option<&'a DiskReading>,
+    pub value: f64,
+}
+
+impl HostMetric<'_> {
+    /// The mount this metric is about; empty for a node-wide one.
+    pub fn mount(&self) -> &str {
+        self.disk.map_or("", |disk| disk.mount.as_str())
     }
-    if rules.memory_usage.enabled {
-        measurements.push(Measurement {
-            key: IssueKey {
-                rule: MEMORY_USAGE,
-                subject: node_subject,
-            },
-            value: host.memory_used_percent,
-            what: format!("memory on {node}"),
-            how: format!(
+}
+
+/// The values every enabled threshold rule watches in a host sample. Allocates nothing.
+pub fn host_metrics<'a>(
+    host: &'a HostReading,
+    rules: &RulesConfig,
+) -> impl Iterator<Item = HostMetric<'a>> {
+    let core_load = rules.core_load.enabled.then(|| HostMetric {
+        rule: CORE_LOAD,
+        disk: None,
+        value: host.core_load(),
+    });
+    let memory = rules.memory_usage.enabled.then_some(HostMetric {
+        rule: MEMORY_USAGE,
+        disk: None,
+        value: host.memory_used_percent,
+    });
+    let disks = rules.disk_usage.enabled.then_some(&host.disks);
+    core_load
+        .into_iter()
+        .chain(memory)
+        .chain(disks.into_iter().flatten().map(|disk| HostMetric {
+            rule: DISK_USAGE,
+            disk: Some(disk),
+            value: disk.used_percent,
+        }))
+}
+
+/// The issue key a host metric of `node` decides.
+pub fn metric_key(node: &NodeKey, metric: &HostMetric<'_>) -> IssueKey {
+    IssueKey {
+        rule: metric.rule,
+        subject: match metric.disk {
+            Some(disk) => Subject::mount(node, &disk.mount),
+            None => Subject::node(node),
+        },
+    }
+}
+
+/// A host metric with the words its messages need: what was measured and how.
+pub fn measurement(
+    node: &NodeKey,
+    host: &HostReading,
+    metric: &HostMetric<'_>,
+    key: IssueKey,
+) -> Measurement {
+    let (what, how, unit) = match metric.disk {
+        Some(disk) => (
+            format!("disk {} on {node}", disk.mount),
+            format!(
+                "{} of {} bytes available on {}",
+                disk.available_bytes, disk.total_bytes, disk.device
+            ),
+            Unit::Percent,
+        ),
+        None if metric.rule == CORE_LOAD => {
+            let estimated = if host.physical_cores_estimated {
+                " (logical, no topology)"
+            } else {
+                ""
+            };
+            (
+                format!("core load on {node}"),
+                format!(
+                    "load1 {:.2} over {} physical cores{estimated}",
+                    host.load1, host.physical_cores
+                ),
+                Unit::Ratio,
+            )
+        }
+        None => (
+            format!("memory on {node}"),
+            format!(
                 "{} of {} bytes available",
                 host.memory_available_bytes, host.memory_total_bytes
             ),
-            unit: Unit::Percent,
-        });
+            Unit::Percent,
+        ),
+    };
+    Measurement {
+        key,
+        value: metric.value,
+        what,
+        how,
+        unit,
     }
-    if rules.disk_usage.enabled {
-        for disk in &host.disks {
-            measurements.push(Measurement {
-                key: IssueKey {
-                    rule: DISK_USAGE,
-                    subject: Subject::mount(node, &disk.mount),
-                },
-                value: disk.used_percent,
-                what: format!("disk {} on {node}", disk.mount),
-                how: format!(
-                    "{} of {} bytes available on {}",
-                    disk.available_bytes, disk.total_bytes, disk.device
-                ),
-                unit: Unit::Percent,
-            });
-        }
-    }
-    measurements
+}
+
+/// The values every enabled threshold rule watches in a host sample, with their words.
+pub fn measure_host(node: &NodeKey, host: &HostReading, rules: &RulesConfig) -> Vec<Measurement> {
+    host_metrics(host, rules)
+        .map(|metric| measurement(node, host, &metric, metric_key(node, &metric)))
+        .collect()
+}
+
+/// Whether `conclude` could change the issue book for a window that has just moved:
+/// the open condition held (opens, or may change the tier of, an issue), or the clear
+/// condition held while an issue is open (closes it). A clear with nothing open, or
+/// neither condition held, changes nothing, so no message need be made for it.
+pub fn may_decide(
+    window: &ConditionWindow,
+    config: &ThresholdRuleConfig,
+    issue_open: bool,
+) -> bool {
+    window.breach_held_for(config.open_for)
+        || (issue_open && window.clear_held_for(config.close_for))
 }
 
 /// The settings of the threshold rule named `rule`.

@@ -14,7 +14,7 @@ use crate::config::RulesConfig;
 use crate::consensus::{self, CLUSTER_CONSENSUS, ConsensusWindow, NodeView, Observed};
 use crate::detect::{self, NODE_SILENT};
 use crate::events::{Event, Notification};
-use crate::explain::{self, Trails};
+use crate::explain::{self, RunTrail};
 use crate::issue::{Issue, IssueBook, IssueEventKind, IssueKey};
 use crate::model::{
     GossipReading, HostReading, NodeIdentity, NodeKey, Probe, Reading, Sample, Severity, Subject,
@@ -98,6 +98,38 @@ impl NodeState {
     }
 }
 
+/// What the rules keep per node, with the issue keys built once.
+#[derive(Debug)]
+struct NodeWindows {
+    /// The node's `node_silent` issue key.
+    silent_key: IssueKey,
+    /// One per threshold rule and subject (the node, each mount), in first-seen order.
+    rules: Vec<RuleWindow>,
+}
+
+impl NodeWindows {
+    fn new(key: &NodeKey) -> Self {
+        Self {
+            silent_key: IssueKey {
+                rule: NODE_SILENT,
+                subject: Subject::node(key),
+            },
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One threshold rule's window on one subject of a node, with the subject's issue key
+/// built once.
+#[derive(Debug)]
+struct RuleWindow {
+    key: IssueKey,
+    window: ConditionWindow,
+    /// The samples of the window's current runs, for explanations (`explain`); only
+    /// while the subject breaches or has an issue open.
+    trail: Option<Box<RunTrail>>,
+}
+
 /// `tenant / cluster`: the subject of cluster-wide rules.
 type ClusterKey = (String, String);
 
@@ -140,9 +172,9 @@ pub struct Engine {
     /// nodes' fault.
     started_at: Timestamp,
     nodes: BTreeMap<NodeKey, NodeState>,
-    windows: HashMap<IssueKey, ConditionWindow>,
-    /// The samples of the windows' current runs, for explanations (`explain`).
-    trails: Trails,
+    /// The threshold rules' windows, per node: found once per batch, then by rule and
+    /// mount among a handful, so a sample costs no allocation and no key hashing.
+    windows: HashMap<NodeKey, NodeWindows>,
     /// When each node's latest gossip view arrived (aggregator clock).
     gossip_arrived: HashMap<NodeKey, Timestamp>,
     consensus: HashMap<ClusterKey, ConsensusWindow>,
@@ -165,7 +197,6 @@ impl Engine {
                 .map(|node| (node.key.clone(), node))
                 .collect(),
             windows: HashMap::new(),
-            trails: Trails::new(),
             gossip_arrived: HashMap::new(),
             consensus: HashMap::new(),
             issues: IssueBook::restore(open_issues),
@@ -218,22 +249,28 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownNode(key.clone()))?;
         let mut outcome = BatchOutcome::default();
 
-        let silent_since = node
-            .last_seen
-            .unwrap_or(node.first_seen)
-            .max(self.started_at);
-        let heard = detect::heard_from(key, now.since(silent_since), &self.rules.node_silent);
-        let silent_key = IssueKey {
-            rule: NODE_SILENT,
-            subject: Subject::node(key),
+        if !self.windows.contains_key(key) {
+            self.windows.insert(key.clone(), NodeWindows::new(key));
+        }
+        let Some(windows) = self.windows.get_mut(key) else {
+            return Ok(outcome);
         };
-        if let Some(mut event) = self.issues.apply(&silent_key, heard, now) {
-            let (interval, severity) = (node.host_interval(), event.issue.severity);
-            explain::attach(&mut self.issues, &mut event, || {
-                let config = &self.rules.node_silent;
-                explain::silence(key, silent_since, interval, config, true, severity, now)
-            });
-            outcome.events.push(Event::Issue(event));
+        // Any batch ends the node's silence; the words of that are made only when there
+        // is a silence issue to close.
+        if self.issues.get(&windows.silent_key).is_some() {
+            let silent_since = node
+                .last_seen
+                .unwrap_or(node.first_seen)
+                .max(self.started_at);
+            let heard = detect::heard_from(key, now.since(silent_since), &self.rules.node_silent);
+            if let Some(mut event) = self.issues.apply(&windows.silent_key, heard, now) {
+                let (interval, severity) = (node.host_interval(), event.issue.severity);
+                explain::attach(&mut self.issues, &mut event, || {
+                    let config = &self.rules.node_silent;
+                    explain::silence(key, silent_since, interval, config, true, severity, now)
+                });
+                outcome.events.push(Event::Issue(event));
+            }
         }
         node.last_seen = Some(now);
 
@@ -267,35 +304,48 @@ impl Engine {
         let max_gap = self.rules.max_gap(node.host_interval());
         let mut new_gossip = false;
 
+        let windows = &mut windows.rules;
         for sample in batch.samples {
             match sample.reading {
                 Reading::Host(host) => {
-                    for measurement in detect::measure_host(key, &host, &self.rules) {
-                        let Some(config) =
-                            detect::threshold_rule(&self.rules, measurement.key.rule)
-                        else {
+                    for metric in detect::host_metrics(&host, &self.rules) {
+                        let Some(config) = detect::threshold_rule(&self.rules, metric.rule) else {
                             continue;
                         };
-                        let window = self.windows.entry(measurement.key.clone()).or_default();
-                        let verdict = detect::verdict(measurement.value, config.threshold);
+                        let index = match windows.iter().position(|rule_window| {
+                            rule_window.key.rule == metric.rule
+                                && rule_window.key.subject.mount == metric.mount()
+                        }) {
+                            Some(index) => index,
+                            None => {
+                                windows.push(RuleWindow {
+                                    key: detect::metric_key(key, &metric),
+                                    window: ConditionWindow::default(),
+                                    trail: None,
+                                });
+                                windows.len() - 1
+                            }
+                        };
+                        let RuleWindow {
+                            key: issue_key,
+                            window,
+                            trail,
+                        } = &mut windows[index];
+                        let verdict = detect::verdict(metric.value, config.threshold);
                         if !window.observe(sample.time, verdict, max_gap) {
                             continue;
                         }
-                        let current = self
-                            .issues
-                            .get(&measurement.key)
-                            .map(|issue| issue.severity);
-                        let trails = &mut self.trails;
-                        let (issue_key, value) = (&measurement.key, measurement.value);
-                        explain::follow(
-                            trails,
-                            issue_key,
-                            value,
-                            window,
-                            verdict,
-                            sample.time,
-                            current,
-                        );
+                        let current = self.issues.get(issue_key).map(|issue| issue.severity);
+                        // Every sample the window took, before the skip below: an
+                        // explanation shows the whole run.
+                        explain::follow(trail, metric.value, window, verdict, sample.time, current);
+                        // Most samples of a healthy fleet conclude nothing new: skip making
+                        // the words of a conclusion that would be thrown away.
+                        if !detect::may_decide(window, config, current.is_some()) {
+                            continue;
+                        }
+                        let measurement =
+                            detect::measurement(key, &host, &metric, issue_key.clone());
                         if let Some(condition) =
                             detect::conclude(&measurement, window, config, current)
                             && let Some(mut event) =
@@ -309,7 +359,7 @@ impl Engine {
                             explain::attach_threshold(
                                 &mut self.issues,
                                 &mut event,
-                                &self.trails,
+                                trail.as_deref(),
                                 &measurement,
                                 config,
                                 decided,
@@ -537,6 +587,27 @@ impl Engine {
 
     pub fn open_issue(&self, key: &IssueKey) -> Option<&Issue> {
         self.issues.get(key)
+    }
+
+    /// The window of a threshold rule on one subject, if a sample has moved it.
+    pub fn window(&self, key: &IssueKey) -> Option<&ConditionWindow> {
+        let node = key.subject.node_key()?;
+        self.windows
+            .get(&node)?
+            .rules
+            .iter()
+            .find(|rule_window| rule_window.key == *key)
+            .map(|rule_window| &rule_window.window)
+    }
+
+    /// How many rule windows keep samples for explanations.
+    #[cfg(test)]
+    fn kept_trails(&self) -> usize {
+        self.windows
+            .values()
+            .flat_map(|node| &node.rules)
+            .filter(|rule_window| rule_window.trail.is_some())
+            .count()
     }
 }
 

@@ -15,7 +15,7 @@
 //!
 //! No I/O, no clock: times come in with the samples and the decisions.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ClusterConsensusConfig, NodeSilentConfig, ThresholdRuleConfig};
 use crate::consensus::{NodeView, Observed};
 use crate::detect::Measurement;
-use crate::issue::{IssueBook, IssueEvent, IssueEventKind, IssueKey, UpdateReason};
+use crate::issue::{IssueBook, IssueEvent, IssueEventKind, UpdateReason};
 use crate::model::{NodeKey, Severity, Timestamp};
 use crate::window::{ConditionWindow, Verdict};
 
@@ -235,18 +235,14 @@ impl RunTrail {
     }
 }
 
-/// The trails of every rule and subject, by the issue key they would open.
-pub type Trails = HashMap<IssueKey, RunTrail>;
-
-/// Keeps `key`'s trail in step with its window, which has just observed `value` with
-/// `verdict` in a sample taken at `time`; `current` is the severity of the issue open on
-/// `key`, if any. Call it for every sample the window observed, before deciding whether
-/// the sample may conclude anything: the trail must see every sample of a run. Keeps
-/// nothing, and costs nothing while no trail is kept anywhere, for a subject that is
-/// neither breaching nor has an issue open (the common case).
+/// Records a sample the window of `trail`'s rule and subject has just observed with
+/// `verdict`; `current` is the severity of the issue open on the subject, if any. Call it
+/// for every sample the window observed, before deciding whether the sample may conclude
+/// anything: the trail must see every sample of a run. A trail exists only while its
+/// subject is breaching or has an issue open (to explain the close); a healthy subject
+/// keeps none and costs one comparison.
 pub fn follow(
-    trails: &mut Trails,
-    key: &IssueKey,
+    trail: &mut Option<Box<RunTrail>>,
     value: f64,
     window: &ConditionWindow,
     verdict: Verdict,
@@ -254,18 +250,19 @@ pub fn follow(
     current: Option<Severity>,
 ) {
     let issue_open = current.is_some();
-    if trails.is_empty() && verdict != Verdict::Breach && !issue_open {
-        return;
-    }
-    if let Some(trail) = trails.get_mut(key) {
-        trail.follow(window, verdict, time, value, issue_open);
-        if trail.is_empty() {
-            trails.remove(key);
+    match trail {
+        Some(kept) => {
+            kept.follow(window, verdict, time, value, issue_open);
+            if kept.is_empty() {
+                *trail = None;
+            }
         }
-    } else if verdict == Verdict::Breach || (verdict == Verdict::Clear && issue_open) {
-        let mut trail = RunTrail::default();
-        trail.follow(window, verdict, time, value, issue_open);
-        trails.insert(key.clone(), trail);
+        None if verdict == Verdict::Breach || (verdict == Verdict::Clear && issue_open) => {
+            let mut kept = Box::<RunTrail>::default();
+            kept.follow(window, verdict, time, value, issue_open);
+            *trail = Some(kept);
+        }
+        None => {}
     }
 }
 
@@ -323,14 +320,13 @@ pub struct Decided<'a> {
 pub fn attach_threshold(
     book: &mut IssueBook,
     event: &mut IssueEvent,
-    trails: &Trails,
+    trail: Option<&RunTrail>,
     measurement: &Measurement,
     config: &ThresholdRuleConfig,
     decided: Decided<'_>,
 ) {
     let closing = event.kind == IssueEventKind::Closed;
     let (severity, tier_threshold) = (event.issue.severity, event.issue.threshold);
-    let trail = trails.get(&measurement.key);
     attach(book, event, || {
         threshold(
             measurement,

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dispatch::Dispatch;
 use crate::engine::{Batch, Engine, EngineError, Hello};
 use crate::model::{NodeKey, Timestamp};
-use crate::store::{Store, Write};
+use crate::store::{NodeProgress, NodeRow, Store, Write};
 
 /// Commands waiting for the monitor; past this, senders wait.
 const COMMAND_QUEUE: usize = 1024;
@@ -108,6 +108,22 @@ impl Monitor {
         let _ = self.commands.send(Command::Disconnected { key }).await;
     }
 
+    /// An agent's stream ended, told from where nothing can wait (a drop): queued at
+    /// once, or by a short task when the queue is full.
+    pub fn disconnected_soon(&self, key: NodeKey) {
+        match self.commands.try_send(Command::Disconnected { key }) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                let commands = self.commands.clone();
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        let _ = commands.send(command).await;
+                    });
+                }
+            }
+        }
+    }
+
     /// Runs `read` against the engine's current state.
     pub async fn query<T: Send + 'static>(
         &self,
@@ -170,7 +186,7 @@ fn handle(engine: &mut Engine, command: Command, dispatch: &Dispatch) -> Option<
             let events = engine.hello(&key, hello, now);
             let node = engine.node(&key).cloned();
             Some(Write {
-                nodes: node.into_iter().collect(),
+                nodes: node.into_iter().map(NodeRow::from).collect(),
                 events,
                 done: Some(Box::new(move |result| {
                     let _ =
@@ -182,6 +198,7 @@ fn handle(engine: &mut Engine, command: Command, dispatch: &Dispatch) -> Option<
             // Log lines and host samples for logs/metrics integrations, handed over
             // once the batch is committed (and not for a replayed batch).
             let telemetry = dispatch.telemetry(&key, &batch.samples);
+            let n_samples = batch.samples.len();
             let first_host = engine
                 .node(&key)
                 .is_some_and(|node| node.latest_host.is_none());
@@ -191,16 +208,19 @@ fn handle(engine: &mut Engine, command: Command, dispatch: &Dispatch) -> Option<
                     None
                 }
                 Ok(outcome) => {
-                    let node = engine.node(&key).cloned();
-                    let latest_host = node.as_ref().and_then(|node| node.latest_host.as_ref());
+                    let node = engine.node(&key);
+                    let latest_host = node.and_then(|node| node.latest_host.as_ref());
                     if let (true, Some((_, host))) = (first_host, latest_host) {
                         log_first_host_sample(&key, host);
                     }
                     let applied = Applied {
                         duplicate: outcome.duplicate,
                     };
+                    // Only the seq and counters: identity and probes were written by the
+                    // Hello, so a batch does not copy them.
+                    let progress = node.map(|node| NodeProgress::of(node, n_samples));
                     Some(Write {
-                        nodes: node.into_iter().collect(),
+                        nodes: progress.into_iter().map(NodeRow::Progress).collect(),
                         events: outcome.events,
                         done: Some(Box::new(move |result| {
                             if let (Ok(()), false, Some(telemetry)) =

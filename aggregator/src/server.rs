@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use proto::v1 as wire;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api::OperatorService;
 use crate::api::integrations::IntegrationsService;
@@ -20,7 +20,7 @@ use crate::auth::{Auth, AuthError, TlsConfig};
 use crate::config::AggregatorConfig;
 use crate::dispatch::Dispatch;
 use crate::engine::Engine;
-use crate::ingest::IngestService;
+use crate::ingest::{IngestRoute, IngestService};
 use crate::model::Timestamp;
 use crate::monitor::Monitor;
 use crate::store::{Store, StoreError};
@@ -130,13 +130,15 @@ impl Aggregator {
             .register_encoded_file_descriptor_set(wire::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        let ingest = wire::ingest_server::IngestServer::new(IngestService::new(
-            monitor.clone(),
-            config.ingest.max_clock_skew,
-            auth.clone(),
-            stop.child_token(),
-        ))
-        .max_decoding_message_size(config.ingest.max_message_bytes);
+        let ingest = IngestRoute::new(
+            IngestService::new(
+                monitor.clone(),
+                config.ingest.max_clock_skew,
+                auth.clone(),
+                stop.child_token(),
+            ),
+            config.ingest.max_message_bytes,
+        );
         let operator = wire::operator_server::OperatorServer::with_interceptor(
             OperatorService::new(
                 monitor.clone(),
@@ -153,6 +155,9 @@ impl Aggregator {
 
         let local_addr = listener.local_addr().ok();
         tracing::info!(listen = ?local_addr, "aggregator serving ingest and operator gRPC");
+        // No Nagle: an ack is a few bytes and must not wait for the agent's delayed ACK
+        // (up to 40 ms), which capped a stream at one round of batches per 40 ms.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let stop_serving = stop.clone();
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = tls {
@@ -166,7 +171,7 @@ impl Aggregator {
             .add_service(ingest)
             .add_service(operator)
             .add_service(integrations)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;
                 tracing::info!("shutting down");
                 // End the long-lived streams so the server's graceful stop can finish.

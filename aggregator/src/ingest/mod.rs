@@ -7,16 +7,19 @@
 //! stream is not read, which pushes back on that agent. Wire types stop here: the
 //! monitor and engine see domain values only.
 
+mod route;
 pub mod validate;
 
+pub use route::IngestRoute;
+
+use std::collections::VecDeque;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use proto::v1 as wire;
-use tokio::sync::mpsc;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Auth, ClientCert};
@@ -24,8 +27,6 @@ use crate::engine::{Batch, Hello};
 use crate::model::{NodeIdentity, NodeKey, Probe, Timestamp};
 use crate::monitor::{Monitor, MonitorError};
 
-/// Acks buffered towards one agent.
-const ACK_BUFFER: usize = 64;
 /// Batches of one stream applied but not yet durable (so not yet acknowledged); past
 /// this the stream's reader waits.
 const IN_FLIGHT: usize = 32;
@@ -99,97 +100,143 @@ impl wire::ingest_server::Ingest for IngestService {
             .map_err(status)?;
         tracing::info!(node = %key, ?peer, "agent connected");
 
-        let (acks, outbound) = mpsc::channel(ACK_BUFFER);
         let session = Session {
-            key,
-            monitor: self.monitor.clone(),
+            guard: Connected {
+                key,
+                monitor: self.monitor.clone(),
+            },
             max_clock_skew: self.max_clock_skew,
-            acks,
+            inbound,
+            stop: Box::pin(self.stop.clone().cancelled_owned()),
+            submitting: None,
+            pending: VecDeque::new(),
+            ending: None,
+            ended: false,
         };
-        tokio::spawn(session.run(inbound, self.stop.clone()));
-        Ok(Response::new(Box::pin(ReceiverStream::new(outbound))))
+        Ok(Response::new(Box::pin(session)))
     }
-}
-
-/// One agent's stream after its Hello.
-struct Session {
-    key: NodeKey,
-    monitor: Monitor,
-    max_clock_skew: Duration,
-    acks: mpsc::Sender<Result<wire::AggregatorMessage, Status>>,
 }
 
 /// A batch handed to the monitor: its ack, once its commit completes.
-type PendingAck = std::pin::Pin<Box<dyn Future<Output = Result<wire::Ack, Status>> + Send>>;
+type PendingAck = Pin<Box<dyn Future<Output = Result<wire::Ack, Status>> + Send>>;
+/// A batch waiting for room in the monitor's queue.
+type Submitting = Pin<Box<dyn Future<Output = Result<PendingAck, Status>> + Send>>;
 
-impl Session {
-    async fn run(self, mut inbound: Streaming<wire::AgentMessage>, stop: CancellationToken) {
-        // Acks leave in batch order, each after its commit: a second task awaits the
-        // pending acks one by one while this one reads and submits further batches.
-        let (pending, mut pending_acks) = mpsc::channel::<PendingAck>(IN_FLIGHT);
-        let acks = self.acks.clone();
-        let acker = tokio::spawn(async move {
-            while let Some(ack) = pending_acks.recv().await {
-                let message = ack.await.map(|ack| wire::AggregatorMessage {
-                    kind: Some(wire::aggregator_message::Kind::Ack(ack)),
-                });
-                let failed = message.is_err();
-                if acks.send(message).await.is_err() || failed {
-                    return false;
-                }
-            }
-            true
-        });
-        let ending = loop {
-            let message = tokio::select! {
-                () = stop.cancelled() => break Some(Status::unavailable("the aggregator is shutting down")),
-                message = inbound.message() => message,
-            };
-            let batch = match message {
-                Ok(Some(wire::AgentMessage {
-                    kind: Some(wire::agent_message::Kind::Batch(batch)),
-                })) => batch,
-                Ok(Some(_)) => {
-                    break Some(Status::failed_precondition(
-                        "only the first message may be a hello",
-                    ));
-                }
-                Ok(None) => break None,
-                Err(status) => {
-                    tracing::info!(node = %self.key, %status, "agent stream broke");
-                    break Some(inbound_error(status));
-                }
-            };
-            match self.submit(batch).await {
-                Ok(ack) => {
-                    if pending.send(ack).await.is_err() {
-                        // The acker stopped: the agent left or a commit failed.
-                        break None;
-                    }
-                }
-                Err(status) => break Some(status),
-            }
-        };
-        // Every batch submitted is acknowledged (or fails) before the stream ends.
-        drop(pending);
-        let acker_ok = acker.await.unwrap_or(false);
-        if let Some(status) = ending.filter(|_| acker_ok) {
-            let _ = self.acks.send(Err(status)).await;
-        }
-        self.monitor.disconnected(self.key.clone()).await;
+/// One agent's stream after its Hello, seen as the stream of its acks. Polling it reads
+/// the agent's batches, validates them, queues them on the monitor, and yields their acks
+/// in batch order, each once its commit completed. It has no task and no channel of its
+/// own: the HTTP/2 stream's task polls it, so an idle agent costs only this struct and
+/// its buffers. Reading stops while `IN_FLIGHT` acks are pending, or while a batch waits
+/// for room in the monitor's queue: both push back on the agent.
+struct Session {
+    guard: Connected,
+    max_clock_skew: Duration,
+    inbound: Streaming<wire::AgentMessage>,
+    stop: Pin<Box<WaitForCancellationFutureOwned>>,
+    submitting: Option<Submitting>,
+    pending: VecDeque<PendingAck>,
+    /// Set when nothing more is read: `Some(status)` is sent once the pending acks are out.
+    ending: Option<Option<Status>>,
+    ended: bool,
+}
+
+/// Tells the monitor the agent left, however the stream ends (also when the HTTP/2
+/// stream is reset and the session is dropped unpolled).
+struct Connected {
+    key: NodeKey,
+    monitor: Monitor,
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.monitor.disconnected_soon(self.key.clone());
         tracing::info!(node = %self.key, "agent disconnected");
     }
+}
 
-    /// Validates a batch and queues it on the monitor; the returned future is its ack.
-    async fn submit(&self, batch: wire::SampleBatch) -> Result<PendingAck, Status> {
+impl Stream for Session {
+    type Item = Result<wire::AggregatorMessage, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            // The oldest pending ack leaves first, as soon as its commit completed.
+            if let Some(front) = this.pending.front_mut()
+                && let Poll::Ready(ack) = front.as_mut().poll(cx)
+            {
+                this.pending.pop_front();
+                return Poll::Ready(Some(match ack {
+                    Ok(ack) => Ok(wire::AggregatorMessage {
+                        kind: Some(wire::aggregator_message::Kind::Ack(ack)),
+                    }),
+                    Err(status) => {
+                        // A failed commit ends the stream: the agent replays from there.
+                        this.ended = true;
+                        Err(status)
+                    }
+                }));
+            }
+            if let Some(submitting) = &mut this.submitting {
+                match submitting.as_mut().poll(cx) {
+                    Poll::Ready(Ok(ack)) => this.pending.push_back(ack),
+                    Poll::Ready(Err(status)) => this.ending = Some(Some(status)),
+                    Poll::Pending => return Poll::Pending,
+                }
+                this.submitting = None;
+                continue;
+            }
+            if let Some(ending) = &mut this.ending {
+                // Every batch submitted is acknowledged (or fails) before the stream ends.
+                if !this.pending.is_empty() {
+                    return Poll::Pending;
+                }
+                this.ended = true;
+                return Poll::Ready(ending.take().map(Err));
+            }
+            if this.pending.len() >= IN_FLIGHT {
+                return Poll::Pending;
+            }
+            if this.stop.as_mut().poll(cx).is_ready() {
+                this.ending = Some(Some(Status::unavailable("the aggregator is shutting down")));
+                continue;
+            }
+            match Pin::new(&mut this.inbound).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(wire::AgentMessage {
+                    kind: Some(wire::agent_message::Kind::Batch(batch)),
+                }))) => this.submitting = Some(this.submit(batch)),
+                Poll::Ready(Some(Ok(_))) => {
+                    this.ending = Some(Some(Status::failed_precondition(
+                        "only the first message may be a hello",
+                    )));
+                }
+                Poll::Ready(None) => this.ending = Some(None),
+                Poll::Ready(Some(Err(status))) => {
+                    tracing::info!(node = %this.guard.key, %status, "agent stream broke");
+                    this.ending = Some(Some(inbound_error(status)));
+                }
+            }
+        }
+    }
+}
+
+impl Session {
+    /// Validates a batch and queues it on the monitor; the future resolves, once the
+    /// monitor took it, to the future of its ack.
+    fn submit(&self, batch: wire::SampleBatch) -> Submitting {
+        let key = &self.guard.key;
         let now = Timestamp::now();
+        let seq = batch.seq;
         let mut samples = Vec::with_capacity(batch.samples.len());
         let mut rejected = Vec::new();
-        for (index, sample) in batch.samples.iter().enumerate() {
+        for (index, sample) in batch.samples.into_iter().enumerate() {
             match validate::sample(sample, now, self.max_clock_skew) {
                 Ok(sample) => samples.push(sample),
                 Err(rejection) => {
-                    tracing::warn!(node = %self.key, seq = batch.seq, index, reason = rejection.reason, detail = %rejection.detail, "sample rejected");
+                    tracing::warn!(node = %key, seq, index, reason = rejection.reason, detail = %rejection.detail, "sample rejected");
                     rejected.push(wire::SampleRejection {
                         index: u32::try_from(index).unwrap_or(u32::MAX),
                         reason: rejection.reason.to_owned(),
@@ -200,30 +247,30 @@ impl Session {
         }
         let accepted = u32::try_from(samples.len()).unwrap_or(u32::MAX);
         let domain_batch = Batch {
-            seq: batch.seq,
+            seq,
             samples,
             n_rejected: u32::try_from(rejected.len()).unwrap_or(u32::MAX),
             dropped_batches_total: batch.dropped_batches_total,
         };
-        let committed = self
-            .monitor
-            .submit(self.key.clone(), domain_batch)
-            .await
-            .map_err(status)?;
-        let seq = batch.seq;
-        Ok(Box::pin(async move {
-            let applied = committed.await.map_err(status)?;
-            Ok(wire::Ack {
-                seq,
-                accepted: if applied.duplicate { 0 } else { accepted },
-                rejected: if applied.duplicate {
-                    Vec::new()
-                } else {
-                    rejected
-                },
-                duplicate: applied.duplicate,
-            })
-        }))
+        let monitor = self.guard.monitor.clone();
+        let key = key.clone();
+        Box::pin(async move {
+            let committed = monitor.submit(key, domain_batch).await.map_err(status)?;
+            let ack: PendingAck = Box::pin(async move {
+                let applied = committed.await.map_err(status)?;
+                Ok(wire::Ack {
+                    seq,
+                    accepted: if applied.duplicate { 0 } else { accepted },
+                    rejected: if applied.duplicate {
+                        Vec::new()
+                    } else {
+                        rejected
+                    },
+                    duplicate: applied.duplicate,
+                })
+            });
+            Ok(ack)
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 //! finite, a size is negative, a percentage is outside 0..=100, or it is stamped further
 //! in the future than the allowed clock skew. The rest of its batch is applied. No I/O.
 
+use std::fmt;
 use std::time::Duration;
 
 use proto::v1 as wire;
@@ -25,9 +26,10 @@ impl Rejection {
     }
 }
 
-/// Validates one sample against the aggregator's clock `now`.
+/// Validates one sample against the aggregator's clock `now`. Takes the sample so its
+/// strings move into the reading instead of being copied; names a field only on failure.
 pub fn sample(
-    sample: &wire::Sample,
+    sample: wire::Sample,
     now: Timestamp,
     max_clock_skew: Duration,
 ) -> Result<Sample, Rejection> {
@@ -43,7 +45,7 @@ pub fn sample(
             ),
         ));
     }
-    let reading = match &sample.kind {
+    let reading = match sample.kind {
         None => {
             return Err(Rejection::new(
                 "empty_sample",
@@ -53,20 +55,20 @@ pub fn sample(
         Some(wire::sample::Kind::Host(host)) => Reading::Host(self::host(host)?),
         Some(wire::sample::Kind::Gossip(gossip)) => Reading::Gossip(self::gossip(gossip)),
         Some(wire::sample::Kind::Log(log)) => Reading::Log {
-            path: log.path.clone(),
-            line: log.line.clone(),
+            path: log.path,
+            line: log.line,
         },
     };
     Ok(Sample { time, reading })
 }
 
-fn host(host: &wire::HostSample) -> Result<HostReading, Rejection> {
+fn host(host: wire::HostSample) -> Result<HostReading, Rejection> {
     for (field, value) in [
         ("load1", host.load1),
         ("load5", host.load5),
         ("load15", host.load15),
     ] {
-        finite(&format!("host.{field}"), value)?;
+        finite(&format_args!("host.{field}"), value)?;
         if value < 0.0 {
             return Err(Rejection::new(
                 "invalid_field",
@@ -74,27 +76,23 @@ fn host(host: &wire::HostSample) -> Result<HostReading, Rejection> {
             ));
         }
     }
-    let memory_total_bytes = size("host.memory_total_bytes", host.memory_total_bytes)?;
-    let memory_available_bytes = size("host.memory_available_bytes", host.memory_available_bytes)?;
-    let memory_used_percent = percent("host.memory_used_percent", host.memory_used_percent)?;
-    let disks = host
-        .disks
-        .iter()
-        .enumerate()
-        .map(|(index, disk)| {
-            let field = |name: &str| format!("host.disks[{index}].{name}");
-            Ok(DiskReading {
-                mount: disk.mount.clone(),
-                device: disk.device.clone(),
-                fs_type: disk.fs_type.clone(),
-                total_bytes: size(&field("total_bytes"), disk.total_bytes)?,
-                available_bytes: size(&field("available_bytes"), disk.available_bytes)?,
-                used_percent: percent(&field("used_percent"), disk.used_percent)?,
-                inodes_total: size(&field("inodes_total"), disk.inodes_total)?,
-                inodes_free: size(&field("inodes_free"), disk.inodes_free)?,
-            })
-        })
-        .collect::<Result<Vec<_>, Rejection>>()?;
+    let memory_total_bytes = size(&"host.memory_total_bytes", host.memory_total_bytes)?;
+    let memory_available_bytes = size(&"host.memory_available_bytes", host.memory_available_bytes)?;
+    let memory_used_percent = percent(&"host.memory_used_percent", host.memory_used_percent)?;
+    let mut disks = Vec::with_capacity(host.disks.len());
+    for (index, disk) in host.disks.into_iter().enumerate() {
+        let field = |name: &'static str| DiskField { index, name };
+        disks.push(DiskReading {
+            total_bytes: size(&field("total_bytes"), disk.total_bytes)?,
+            available_bytes: size(&field("available_bytes"), disk.available_bytes)?,
+            used_percent: percent(&field("used_percent"), disk.used_percent)?,
+            inodes_total: size(&field("inodes_total"), disk.inodes_total)?,
+            inodes_free: size(&field("inodes_free"), disk.inodes_free)?,
+            mount: disk.mount,
+            device: disk.device,
+            fs_type: disk.fs_type,
+        });
+    }
     if host.physical_cores == 0 {
         return Err(Rejection::new(
             "invalid_field",
@@ -115,31 +113,43 @@ fn host(host: &wire::HostSample) -> Result<HostReading, Rejection> {
     })
 }
 
-fn gossip(gossip: &wire::GossipSample) -> GossipReading {
+/// `host.disks[i].name`, written out only when a rejection names it.
+struct DiskField {
+    index: usize,
+    name: &'static str,
+}
+
+impl fmt::Display for DiskField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "host.disks[{}].{}", self.index, self.name)
+    }
+}
+
+fn gossip(gossip: wire::GossipSample) -> GossipReading {
     let outcome = if gossip.ok {
         Ok(gossip
             .members
-            .iter()
+            .into_iter()
             .map(|member| GossipMember {
-                instance_id: member.instance_id.clone(),
-                state: member.state.clone(),
+                instance_id: member.instance_id,
+                state: member.state,
                 alive: member.alive,
-                endpoint: member.endpoint.clone(),
+                endpoint: member.endpoint,
                 epoch_number: member.epoch_number,
             })
             .collect())
     } else {
-        Err(gossip.error.clone())
+        Err(gossip.error)
     };
     GossipReading {
-        adapter: gossip.adapter.clone(),
+        adapter: gossip.adapter,
         outcome,
-        cluster_status: gossip.cluster_status.clone(),
-        leader_id: gossip.leader_id.clone(),
+        cluster_status: gossip.cluster_status,
+        leader_id: gossip.leader_id,
     }
 }
 
-fn finite(field: &str, value: f64) -> Result<f64, Rejection> {
+fn finite(field: &dyn fmt::Display, value: f64) -> Result<f64, Rejection> {
     if value.is_finite() {
         Ok(value)
     } else {
@@ -150,12 +160,12 @@ fn finite(field: &str, value: f64) -> Result<f64, Rejection> {
     }
 }
 
-fn size(field: &str, value: i64) -> Result<u64, Rejection> {
+fn size(field: &dyn fmt::Display, value: i64) -> Result<u64, Rejection> {
     u64::try_from(value)
         .map_err(|_| Rejection::new("negative_size", format!("{field}: {value} is negative")))
 }
 
-fn percent(field: &str, value: f64) -> Result<f64, Rejection> {
+fn percent(field: &dyn fmt::Display, value: f64) -> Result<f64, Rejection> {
     finite(field, value)?;
     if (0.0..=100.0).contains(&value) {
         Ok(value)
@@ -244,7 +254,7 @@ mod tests {
     }
 
     fn rejection(host: wire::HostSample) -> Rejection {
-        sample(&host_sample(host), now(), SKEW).unwrap_err()
+        sample(host_sample(host), now(), SKEW).unwrap_err()
     }
 
     #[test]
@@ -252,7 +262,7 @@ mod tests {
         let Sample {
             time,
             reading: Reading::Host(host),
-        } = sample(&host_sample(good_host()), now(), SKEW).unwrap()
+        } = sample(host_sample(good_host()), now(), SKEW).unwrap()
         else {
             panic!("not a host reading");
         };
@@ -297,7 +307,7 @@ mod tests {
         let mut host = good_host();
         host.disks[0].used_percent = 100.0;
         assert!(
-            sample(&host_sample(host), now(), SKEW).is_ok(),
+            sample(host_sample(host), now(), SKEW).is_ok(),
             "100 % is a full disk, not an error"
         );
     }
@@ -306,7 +316,7 @@ mod tests {
     fn far_future_timestamps_are_rejected_but_skew_is_tolerated() {
         let mut ahead = host_sample(good_host());
         ahead.time_unix_ms = now().plus(Duration::from_secs(86_400)).as_unix_ms();
-        let rejected = sample(&ahead, now(), SKEW).unwrap_err();
+        let rejected = sample(ahead, now(), SKEW).unwrap_err();
         assert_eq!(rejected.reason, "future_timestamp");
         assert!(
             rejected.detail.contains("1day ahead"),
@@ -315,7 +325,7 @@ mod tests {
         );
         let mut slightly = host_sample(good_host());
         slightly.time_unix_ms = now().plus(Duration::from_secs(299)).as_unix_ms();
-        assert!(sample(&slightly, now(), SKEW).is_ok());
+        assert!(sample(slightly, now(), SKEW).is_ok());
     }
 
     #[test]
@@ -325,7 +335,7 @@ mod tests {
             kind: None,
         };
         assert_eq!(
-            sample(&empty, now(), SKEW).unwrap_err().reason,
+            sample(empty, now(), SKEW).unwrap_err().reason,
             "empty_sample"
         );
     }

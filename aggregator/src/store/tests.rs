@@ -81,7 +81,7 @@ fn open(dir: &Path) -> (Store, StoreWriter, Restored) {
 async fn write(store: &Store, nodes: Vec<NodeState>, events: Vec<Event>) {
     let (done, committed) = oneshot::channel();
     let write = Write {
-        nodes,
+        nodes: nodes.into_iter().map(NodeRow::from).collect(),
         events,
         done: Some(Box::new(move |result| {
             let _ = done.send(result.map_err(ToString::to_string));
@@ -94,6 +94,90 @@ async fn write(store: &Store, nodes: Vec<NodeState>, events: Vec<Event>) {
 fn close(store: Store, writer: StoreWriter) {
     drop(store);
     writer.join();
+}
+
+async fn write_rows(store: &Store, nodes: Vec<NodeRow>) {
+    let (done, committed) = oneshot::channel();
+    let write = Write {
+        nodes,
+        events: Vec::new(),
+        done: Some(Box::new(move |result| {
+            let _ = done.send(result.map_err(ToString::to_string));
+        })),
+    };
+    store.write(write).await.unwrap();
+    committed.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_writes_its_progress_and_keeps_what_the_hello_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer, _) = open(dir.path());
+    write(&store, vec![node_state("a", 3)], Vec::new()).await;
+    let later = NodeState {
+        last_seen: Some(at(60)),
+        batches_applied_total: 8,
+        duplicate_batches_total: 5,
+        ..node_state("a", 9)
+    };
+    // A Hello with a new seq epoch after a batch of the old one, in one transaction: the
+    // Hello's row wins. A batch after a Hello moves the seq on.
+    let renewed = NodeState {
+        seq_epoch: "epoch-2".into(),
+        ..node_state("b", 1)
+    };
+    write(&store, vec![node_state("b", 30)], Vec::new()).await;
+    write_rows(
+        &store,
+        vec![
+            NodeRow::Progress(NodeProgress::of(&later, 1)),
+            NodeRow::Progress(NodeProgress::of(&node_state("b", 31), 1)),
+            NodeRow::from(NodeState {
+                applied_seq: 0,
+                ..renewed.clone()
+            }),
+        ],
+    )
+    .await;
+    write_rows(
+        &store,
+        vec![
+            NodeRow::from(NodeState {
+                applied_seq: 0,
+                ..node_state("c", 1)
+            }),
+            NodeRow::Progress(NodeProgress::of(&node_state("c", 2), 1)),
+        ],
+    )
+    .await;
+    close(store, writer);
+
+    let (store, writer, restored) = open(dir.path());
+    let mut nodes = restored.nodes;
+    nodes.sort_by(|x, y| x.key.cmp(&y.key));
+    let live = |node: NodeState| NodeState {
+        connections: 0,
+        rejected_samples_total: 0,
+        ..node
+    };
+    assert_eq!(
+        nodes[0],
+        live(later),
+        "identity and probes kept, counters moved"
+    );
+    assert_eq!(
+        nodes[1],
+        live(NodeState {
+            applied_seq: 0,
+            ..renewed
+        }),
+        "the later Hello wins over an earlier batch"
+    );
+    assert_eq!(
+        nodes[2].applied_seq, 2,
+        "a batch after a Hello moves the seq"
+    );
+    close(store, writer);
 }
 
 #[tokio::test]
