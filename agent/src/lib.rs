@@ -17,6 +17,7 @@ pub mod identity;
 pub mod outbox;
 pub mod probe;
 mod state;
+mod ticker;
 pub mod tls;
 mod uplink;
 
@@ -34,6 +35,7 @@ pub use outbox::Outbox;
 pub use probe::{GossipProbe, HostProbe, LogTailer, ProbeError};
 pub use tls::TlsError;
 
+use ticker::Ticker;
 use uplink::{SharedOutbox, Uplink, lock};
 
 /// The version sent in `Hello.agent_version`.
@@ -308,12 +310,6 @@ impl Queue {
     }
 }
 
-fn ticker(interval: Duration) -> tokio::time::Interval {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker
-}
-
 fn probe_info(name: &str, interval: Duration) -> ProbeInfo {
     ProbeInfo {
         name: name.to_owned(),
@@ -323,7 +319,7 @@ fn probe_info(name: &str, interval: Duration) -> ProbeInfo {
 
 /// Takes a host sample every `interval` and queues it as a batch of its own.
 async fn sample_host(mut probe: HostProbe, interval: Duration, queue: Queue) {
-    let mut ticker = ticker(interval);
+    let mut ticker = Ticker::new(interval);
     let mut dropping = false;
     loop {
         ticker.tick().await;
@@ -345,7 +341,7 @@ async fn sample_host(mut probe: HostProbe, interval: Duration, queue: Queue) {
 
 /// Asks the database for its cluster view every `interval`; a failed query is queued too.
 async fn sample_gossip(probe: GossipProbe, interval: Duration, queue: Queue) {
-    let mut ticker = ticker(interval);
+    let mut ticker = Ticker::new(interval);
     let mut dropping = false;
     let mut failing = false;
     loop {
@@ -375,7 +371,7 @@ async fn sample_gossip(probe: GossipProbe, interval: Duration, queue: Queue) {
 /// Ships the lines appended to the tailed files every `poll_interval`, in batches of at
 /// most the configured number of lines.
 async fn tail_logs(mut tailer: LogTailer, poll_interval: Duration, queue: Queue) {
-    let mut ticker = ticker(poll_interval);
+    let mut ticker = Ticker::new(poll_interval);
     let mut dropping = false;
     loop {
         ticker.tick().await;

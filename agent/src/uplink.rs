@@ -16,7 +16,7 @@ use std::time::Duration;
 use proto::v1::agent_message::Kind as AgentKind;
 use proto::v1::aggregator_message::Kind as AggregatorKind;
 use proto::v1::ingest_client::IngestClient;
-use proto::v1::{Ack, AgentMessage, Hello};
+use proto::v1::{Ack, AgentMessage, AggregatorMessage, Hello};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
@@ -36,6 +36,9 @@ pub(crate) fn lock(outbox: &SharedOutbox) -> MutexGuard<'_, Outbox> {
 /// Messages queued towards the request stream; small, because batches stay in the outbox
 /// until there is room, and are only cloned when they are about to go out.
 const SEND_BUFFER: usize = 4;
+
+/// How long a drained stream waits for the aggregator to end its side (one round trip).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Reconnect delays: 1 s doubling to 30 s, each with jitter.
 #[derive(Debug)]
@@ -219,15 +222,14 @@ impl Uplink {
         loop {
             let next_seq = lock(&self.outbox).next_unsent_seq(send_from);
             let draining_now = *draining.borrow();
+            let mut drained = false;
             tokio::select! {
                 message = inbound.message() => match message {
                     Ok(Some(message)) => {
                         if let Some(AggregatorKind::Ack(ack)) = message.kind {
                             healthy = true;
                             self.apply_ack(ack);
-                            if self.drained(draining) {
-                                return SessionEnd::Drained;
-                            }
+                            drained = self.drained(draining);
                         }
                     }
                     Ok(None) => {
@@ -251,12 +253,45 @@ impl Uplink {
                 },
                 () = self.batch_ready.notified(), if next_seq.is_none() => {}
                 changed = draining.changed(), if !draining_now => {
-                    if changed.is_err() || self.drained(draining) {
-                        return SessionEnd::Drained;
+                    drained = changed.is_err() || self.drained(draining);
+                }
+            }
+            if drained {
+                return self.close(sender, &mut inbound).await;
+            }
+        }
+    }
+
+    /// Ends a drained stream the way a finished call ends: the request stream first, then
+    /// the aggregator's end of the response, awaited for at most [`CLOSE_TIMEOUT`]. Without
+    /// this the connection was dropped mid-stream at every stop, which the aggregator can
+    /// only take for a broken stream (and log as one); now a broken stream is a real one.
+    async fn close(
+        &self,
+        sender: mpsc::Sender<AgentMessage>,
+        inbound: &mut tonic::Streaming<AggregatorMessage>,
+    ) -> SessionEnd {
+        drop(sender);
+        let ended = async {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(message)) => {
+                        if let Some(AggregatorKind::Ack(ack)) = message.kind {
+                            self.apply_ack(ack);
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(status) => {
+                        tracing::debug!("stream ended with {}", describe_status(&status));
+                        return;
                     }
                 }
             }
+        };
+        if tokio::time::timeout(CLOSE_TIMEOUT, ended).await.is_err() {
+            tracing::debug!("the aggregator did not end the stream; closing the connection");
         }
+        SessionEnd::Drained
     }
 
     fn apply_ack(&self, ack: Ack) {

@@ -425,8 +425,69 @@ fn read_into(path: &'static str, buf: &mut String) -> Result<(), ProbeError> {
         .map_err(|source| ProbeError::Read { path, source })
 }
 
+/// A `/proc` file kept open and re-read from offset 0 with `pread`: procfs generates the
+/// text afresh for a read at offset 0, so one sample costs one syscall where open, read to
+/// the end and close cost seven (with `fcntl`, `fstat` and `lseek`), each a path lookup
+/// and a buffer allocation in the kernel too. A file that cannot be opened or read is
+/// opened again at the next sample.
+#[derive(Debug)]
+struct ProcFile {
+    path: &'static str,
+    file: Option<std::fs::File>,
+}
+
+impl ProcFile {
+    fn new(path: &'static str) -> ProcFile {
+        ProcFile { path, file: None }
+    }
+
+    /// Replaces `buf` with the file's current text.
+    fn read(&mut self, buf: &mut String) -> Result<(), ProbeError> {
+        let path = self.path;
+        let file = match &self.file {
+            Some(file) => file,
+            None => self.file.insert(
+                std::fs::File::open(path).map_err(|source| ProbeError::Read { path, source })?,
+            ),
+        };
+        let read = read_from_start(file, buf);
+        if read.is_err() {
+            self.file = None;
+        }
+        read.map_err(|source| ProbeError::Read { path, source })
+    }
+}
+
+/// Reads `file` from offset 0 into `buf` with as few `pread`s as its size allows: a read
+/// that does not fill the buffer is the end (procfs's seq files hand over all they have
+/// left, up to the size asked for), and a full one is followed by another into a larger
+/// buffer.
+fn read_from_start(file: &std::fs::File, buf: &mut String) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = std::mem::take(buf).into_bytes();
+    bytes.clear();
+    let mut filled = 0;
+    loop {
+        bytes.resize(bytes.capacity().max(filled + 4096), 0);
+        let n_read = match file.read_at(&mut bytes[filled..], filled as u64) {
+            Ok(n_read) => n_read,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        filled += n_read;
+        if n_read == 0 || filled < bytes.len() {
+            break;
+        }
+    }
+    bytes.truncate(filled);
+    *buf = String::from_utf8(bytes)
+        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err))?;
+    Ok(())
+}
+
 /// Samples the host. Built once: it reads `/proc/cpuinfo` at construction, since the core
-/// count does not change while the agent runs, and keeps one read buffer for all samples.
+/// count does not change while the agent runs, keeps `/proc/loadavg` and `/proc/meminfo`
+/// open, and keeps one read buffer for all samples.
 #[derive(Debug)]
 pub struct HostProbe {
     filter: MountFilter,
@@ -434,6 +495,8 @@ pub struct HostProbe {
     buf: String,
     /// Mount points whose statvfs failed last time, so that the warning is logged once.
     failing_mounts: HashSet<String>,
+    loadavg: ProcFile,
+    meminfo: ProcFile,
     /// Kept open to be told when the mount table changes.
     mountinfo: Option<std::fs::File>,
     /// The mounts to report, as of the last read of the mount table.
@@ -473,6 +536,8 @@ impl HostProbe {
             cores,
             buf,
             failing_mounts: HashSet::new(),
+            loadavg: ProcFile::new(LOADAVG_PATH),
+            meminfo: ProcFile::new(MEMINFO_PATH),
             mountinfo: std::fs::File::open(MOUNTINFO_PATH).ok(),
             mounts: Vec::new(),
             mounts_read: false,
@@ -522,9 +587,9 @@ impl HostProbe {
     /// Takes one sample. A mount whose statvfs fails is left out (and logged once); a
     /// failure to read load or memory fails the whole sample.
     pub fn sample(&mut self) -> Result<HostSample, ProbeError> {
-        read_into(LOADAVG_PATH, &mut self.buf)?;
+        self.loadavg.read(&mut self.buf)?;
         let load = parse_loadavg(&self.buf)?;
-        read_into(MEMINFO_PATH, &mut self.buf)?;
+        self.meminfo.read(&mut self.buf)?;
         let memory = parse_meminfo(&self.buf)?;
         self.refresh_mounts()?;
         let mut disks = Vec::with_capacity(self.mounts.len());
@@ -878,6 +943,46 @@ processor\t: 7\nphysical id\t: 1\ncore id\t\t: 1\n\n";
             ..empty
         };
         assert_eq!(half.used_percent(), 50.0);
+    }
+
+    #[test]
+    fn a_kept_open_file_is_read_whole_and_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("text");
+        let long = "x".repeat(10_000) + "\n";
+        std::fs::write(&path, &long).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        // Smaller than the file, to take more than one read.
+        let mut buf = String::with_capacity(16);
+        read_from_start(&file, &mut buf).unwrap();
+        assert_eq!(buf, long);
+        // The same open file, rewritten shorter: read again from the start, no stale tail.
+        std::fs::write(&path, "short\n").unwrap();
+        read_from_start(&file, &mut buf).unwrap();
+        assert_eq!(buf, "short\n");
+    }
+
+    #[test]
+    fn proc_files_kept_open_are_read_whole_at_every_sample() {
+        let mut meminfo = ProcFile::new(MEMINFO_PATH);
+        let mut buf = String::new();
+        for _ in 0..3 {
+            meminfo.read(&mut buf).unwrap();
+            parse_meminfo(&buf).unwrap();
+            // Every line, not just the start: the whole file is read each time.
+            assert!(
+                buf.ends_with('\n') && buf.contains("MemAvailable:"),
+                "{buf}"
+            );
+        }
+        let mut missing = ProcFile::new("/proc/no-such-file");
+        assert!(matches!(
+            missing.read(&mut buf),
+            Err(ProbeError::Read {
+                path: "/proc/no-such-file",
+                ..
+            })
+        ));
     }
 
     #[test]

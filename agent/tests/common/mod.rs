@@ -54,7 +54,12 @@ struct TestIngest {
     seen: mpsc::UnboundedSender<Seen>,
     policy: Policy,
     authorizations: Arc<std::sync::Mutex<Vec<String>>>,
+    stream_ends: StreamEnds,
 }
+
+/// How each agent stream the server read to its end ended: the connection and `None` for
+/// a clean end of stream, or the error the server saw.
+pub type StreamEnds = Arc<std::sync::Mutex<Vec<(usize, Option<String>)>>>;
 
 #[tonic::async_trait]
 impl Ingest for TestIngest {
@@ -75,8 +80,14 @@ impl Ingest for TestIngest {
         let (replies, replies_rx) = mpsc::channel(64);
         let seen = self.seen.clone();
         let policy = Arc::clone(&self.policy);
+        let stream_ends = Arc::clone(&self.stream_ends);
         tokio::spawn(async move {
-            while let Ok(Some(message)) = inbound.message().await {
+            let end = loop {
+                let message = match inbound.message().await {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break None,
+                    Err(status) => break Some(status.to_string()),
+                };
                 match message.kind {
                     Some(AgentKind::Hello(hello)) => {
                         let _ = seen.send(Seen::Hello {
@@ -126,7 +137,8 @@ impl Ingest for TestIngest {
                     }
                     None => {}
                 }
-            }
+            };
+            stream_ends.lock().unwrap().push((conn, end));
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(replies_rx))))
     }
@@ -137,6 +149,7 @@ pub struct TestServer {
     pub seen: mpsc::UnboundedReceiver<Seen>,
     /// The `authorization` metadata of every stream call, in order.
     pub authorizations: Arc<std::sync::Mutex<Vec<String>>>,
+    pub stream_ends: StreamEnds,
     _task: JoinHandle<()>,
 }
 
@@ -153,11 +166,13 @@ pub async fn start_server_with(
     let addr = listener.local_addr().unwrap();
     let (seen_tx, seen) = mpsc::unbounded_channel();
     let authorizations = Arc::default();
+    let stream_ends = StreamEnds::default();
     let service = TestIngest {
         connections: Arc::default(),
         seen: seen_tx,
         policy,
         authorizations: Arc::clone(&authorizations),
+        stream_ends: Arc::clone(&stream_ends),
     };
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
@@ -174,6 +189,7 @@ pub async fn start_server_with(
         addr,
         seen,
         authorizations,
+        stream_ends,
         _task: task,
     }
 }
