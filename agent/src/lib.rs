@@ -174,8 +174,9 @@ impl Agent {
     /// uplink up to `shutdown_grace` to get the outstanding batches acknowledged. What is
     /// still unacknowledged then stays spooled and is replayed at the next start.
     ///
-    /// Runs on whatever tokio runtime polls it (a current-thread one is enough) and spawns
-    /// no tasks. Connection problems are logged and retried, never returned.
+    /// Runs on whatever tokio runtime polls it (a current-thread one with I/O and time
+    /// enabled is enough); it spawns no tasks of its own (tonic's channel spawns its
+    /// connection's). Connection problems are logged and retried, never returned.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
         let Agent {
             identity,
