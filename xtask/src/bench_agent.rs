@@ -57,6 +57,8 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             "aggregator",
             "--bin",
             "hostwatch-aggregator",
+            "--bin",
+            "hostwatchctl",
         ],
         &[],
     )?;
@@ -240,14 +242,34 @@ fn wait_for_port(addr: SocketAddr, process: &mut Running) -> Result<()> {
     Ok(())
 }
 
-fn read_seq(state_dir: &Path) -> Result<u64> {
-    let text =
-        std::fs::read_to_string(state_dir.join("seq")).context("cannot read the agent's seq")?;
-    Ok(text.trim().parse()?)
-}
-
-fn spooled(state_dir: &Path) -> u64 {
-    std::fs::read_dir(state_dir.join("outbox")).map_or(0, |dir| dir.count() as u64)
+/// The batches the aggregator has applied from the bench's agent, asked with
+/// `hostwatchctl` (built next to the aggregator) rather than read from the agent's spool.
+fn batches_applied(aggregator: &Path, addr: SocketAddr) -> Result<u64> {
+    let hostwatchctl = aggregator.with_file_name("hostwatchctl");
+    let output = Command::new(&hostwatchctl)
+        .args(["node", "bench/bench/bench-1", "-o", "json", "--addr"])
+        .arg(format!("http://{addr}"))
+        .output()
+        .with_context(|| format!("cannot run {}", hostwatchctl.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "hostwatchctl node failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let field = "\"batches_applied_total\":";
+    let at = text
+        .find(field)
+        .with_context(|| format!("no batches_applied_total in {text}"))?;
+    let digits: String = text[at + field.len()..]
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .with_context(|| format!("batches_applied_total is not a number in {text}"))
 }
 
 /// One scrape of node_exporter's /metrics; the body is read and dropped.
@@ -364,8 +386,7 @@ fn measure(
 
     let agent_pid = agent_process.pid();
     let agent_start = usage(agent_pid)?;
-    let seq_start = read_seq(&state_dir)?;
-    let spooled_start = spooled(&state_dir);
+    let applied_start = batches_applied(aggregator, aggregator_addr)?;
     let exporter_start = match &exporter {
         Some((process, _)) => Some(usage(process.pid())?),
         None => None,
@@ -387,9 +408,8 @@ fn measure(
         sleep(next.saturating_duration_since(Instant::now()));
     }
     let agent_end = usage(agent_pid)?;
-    // Batches made in the window and acknowledged (the spool holds the unacknowledged).
-    let batches =
-        (read_seq(&state_dir)? - seq_start + spooled_start).saturating_sub(spooled(&state_dir));
+    // Batches applied (so acknowledged) in the window, as the aggregator counts them.
+    let batches = batches_applied(aggregator, aggregator_addr)?.saturating_sub(applied_start);
     let ticks_per_second = clock_ticks_per_second() as f64;
     let figures = |start: Usage, end: Usage, rss: &mut Vec<u64>, hwm_kb: u64, ops: u64| {
         rss.sort_unstable();
