@@ -51,7 +51,8 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     let path = profile_dir.join(name);
     if !path.is_file() {
         bail!(
-            "{} does not exist after `cargo build --bins`",
+            "{} does not exist after `cargo build --workspace --bins`: is {name} a binary \
+             of the workspace?",
             path.display()
         );
     }
@@ -454,9 +455,13 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_binary_says_how_to_build_it() {
+    fn a_missing_binary_names_the_build_that_should_have_made_it() {
         let error = binary("no-such-binary").unwrap_err().to_string();
-        assert!(error.contains("cargo build --workspace --bins"), "{error}");
+        assert!(
+            error.contains("no-such-binary")
+                && error.contains("after `cargo build --workspace --bins`"),
+            "{error}"
+        );
     }
 
     #[tokio::test]
