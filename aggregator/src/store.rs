@@ -377,6 +377,19 @@ const MIGRATIONS: &[&str] = &[
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     let applied: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let applied = usize::try_from(applied).unwrap_or(0);
+    let has_tables: bool = connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'nodes')",
+        [],
+        |row| row.get(0),
+    )?;
+    if applied == 0 && has_tables {
+        return Err(StoreError::Corrupt {
+            what: "schema".into(),
+            detail: "the database has tables but no schema version: it was made by a \
+                     pre-release build; move it away to start afresh"
+                .into(),
+        });
+    }
     if applied > MIGRATIONS.len() {
         return Err(StoreError::Corrupt {
             what: "schema".into(),

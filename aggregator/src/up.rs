@@ -24,6 +24,8 @@ pub enum UpError {
     Server(#[from] ServerError),
     #[error("embedded agent: {0}")]
     Agent(#[from] agent::AgentError),
+    #[error("the aggregator stopped: {0}")]
+    Stopped(String),
 }
 
 /// Where `up` keeps its data when not told: `$XDG_STATE_HOME/hostwatch`, else
@@ -71,7 +73,7 @@ pub async fn run(
 
     let stop_agent = CancellationToken::new();
     let stop_aggregator = CancellationToken::new();
-    let aggregator_task = {
+    let mut aggregator_task = {
         let stop = stop_aggregator.clone();
         tokio::spawn(aggregator.run(async move { stop.cancelled().await }))
     };
@@ -87,6 +89,16 @@ pub async fn run(
             agent_run.await
         }
         result = &mut agent_run => result,
+        // The aggregator ended on its own (a store it cannot open, say): say why now
+        // rather than at Ctrl-C; the agent has no one to report to, and what it has not
+        // delivered stays spooled.
+        finished = &mut aggregator_task => {
+            stop_agent.cancel();
+            return match finished {
+                Ok(result) => result.map_err(UpError::from),
+                Err(panicked) => Err(UpError::Stopped(panicked.to_string())),
+            };
+        }
     };
     stop_aggregator.cancel();
     let aggregator_result = aggregator_task.await.unwrap_or(Ok(()));

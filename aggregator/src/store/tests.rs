@@ -417,6 +417,22 @@ async fn a_database_from_a_newer_aggregator_is_refused() {
     assert!(error.contains("newer than this aggregator"), "{error}");
 }
 
+#[tokio::test]
+async fn a_database_with_tables_but_no_schema_version_is_refused_with_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer, _) = open(dir.path());
+    close(store, writer);
+    let connection = Connection::open(dir.path().join("hostwatch.db")).unwrap();
+    connection.pragma_update(None, "user_version", 0).unwrap();
+    drop(connection);
+    let dispatch = Dispatch::start(&[], &TaskTracker::new());
+    let error = Store::open(dir.path(), dispatch).unwrap_err().to_string();
+    assert!(
+        error.contains("no schema version") && error.contains("move it away"),
+        "{error}"
+    );
+}
+
 /// Evidence as the engine would capture it, with values that must round-trip exactly
 /// (0.1 + 0.2 is not 0.3) and a full run of samples.
 fn evidence(rule: &str, first_ms: i64, n_samples: i64) -> crate::explain::Evidence {
