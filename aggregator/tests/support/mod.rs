@@ -127,9 +127,13 @@ impl FakeAgent {
                     ..Default::default()
                 }),
                 agent_version: "test".into(),
+                // An hour: `node_silent` fires after 3 intervals without a sample, and a
+                // test's fake agent sends only when told. With 1 s, a test slowed past 3 s
+                // by a busy machine got `node_silent` events it did not expect (a second
+                // dead letter in sink_integrations, which made it flaky).
                 probes: vec![wire::ProbeInfo {
                     name: "host".into(),
-                    interval_ms: 1000,
+                    interval_ms: 3_600_000,
                 }],
                 seq_epoch: "e1".into(),
                 ..Default::default()
