@@ -83,6 +83,19 @@ pub enum AgentError {
         path: PathBuf,
         message: &'static str,
     },
+    #[error("config: {field}: cannot read {}: {source}", path.display())]
+    SecretRead {
+        field: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The secret itself is never part of the message.
+    #[error("config: {field}: {message}")]
+    Secret {
+        field: &'static str,
+        message: &'static str,
+    },
 }
 
 /// A bearer token: shown as `<redacted>` by `Debug`, so it cannot reach a log by accident.

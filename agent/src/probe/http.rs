@@ -32,7 +32,12 @@ use tokio_rustls::rustls::pki_types::ServerName;
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HttpError {
     #[error("cannot connect to {addr}: {message}")]
-    Connect { addr: String, message: String },
+    Connect {
+        addr: String,
+        /// The server's host answered that nothing listens on the port.
+        refused: bool,
+        message: String,
+    },
     #[error("TLS: {0}")]
     Tls(String),
     #[error("HTTP: {path}: {message}")]
@@ -121,6 +126,7 @@ impl HttpClient {
                 .await
                 .map_err(|err| HttpError::Connect {
                     addr: addr.clone(),
+                    refused: err.kind() == std::io::ErrorKind::ConnectionRefused,
                     message: io_message(&err),
                 })?;
         // Answers are small and wanted at once.

@@ -11,6 +11,7 @@
 //! local files; `gossip` asks the local database over HTTP ([`http`]), bounded by its
 //! timeout.
 
+pub mod elasticsearch;
 pub mod gossip;
 pub mod host;
 mod http;

@@ -5,7 +5,7 @@
 use crate::AgentError;
 use crate::config::AgentConfig;
 
-use super::{Probe, gossip, host, logs};
+use super::{Probe, elasticsearch, gossip, host, logs};
 
 /// Builds every configured probe, reading the files their configs name.
 pub(crate) fn probes(config: &AgentConfig) -> Result<Vec<Box<dyn Probe>>, AgentError> {
@@ -13,5 +13,6 @@ pub(crate) fn probes(config: &AgentConfig) -> Result<Vec<Box<dyn Probe>>, AgentE
     probes.extend(host::probes(config)?);
     probes.extend(gossip::probes(config)?);
     probes.extend(logs::probes(config)?);
+    probes.extend(elasticsearch::probes(config)?);
     Ok(probes)
 }

@@ -64,7 +64,7 @@ pub enum GossipError {
 impl From<HttpError> for GossipError {
     fn from(err: HttpError) -> GossipError {
         match err {
-            HttpError::Connect { addr, message } => GossipError::Connect { addr, message },
+            HttpError::Connect { addr, message, .. } => GossipError::Connect { addr, message },
             HttpError::Tls(message) => GossipError::Tls(message),
             HttpError::Http { path, message } => GossipError::Http { path, message },
             HttpError::Url { url, message } => GossipError::Url { url, message },
