@@ -34,6 +34,8 @@ pub struct AgentConfig {
     pub gossip: Option<GossipConfig>,
     /// Log files to tail and ship line by line (`[[logs]]`).
     pub logs: Vec<LogConfig>,
+    /// The Elasticsearch cluster's checks (seed 001); absent means no elasticsearch probe.
+    pub elasticsearch: Option<ElasticsearchConfig>,
     /// How the agent's own log lines are written to stderr; `--log-format` overrides it.
     pub log_format: LogFormat,
 }
@@ -49,6 +51,7 @@ impl Default for AgentConfig {
             outbox: OutboxConfig::default(),
             gossip: None,
             logs: Vec::new(),
+            elasticsearch: None,
             log_format: LogFormat::Plain,
         }
     }
@@ -168,6 +171,147 @@ impl Default for GossipConfig {
             client_cert_file: None,
             client_key_file: None,
             insecure_skip_verify: false,
+        }
+    }
+}
+
+/// The elasticsearch probe (DESIGN §4, seed 001): a node of the cluster, asked over HTTP(S)
+/// by each check at the check's own interval.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ElasticsearchConfig {
+    /// Required: the HTTP base URL of a node, e.g. `https://127.0.0.1:9200`, without
+    /// credentials (they go in `username`/`password_file` or `api_key_file`).
+    pub url: String,
+    /// For one check run, all its requests: connect, TLS, requests and answers.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// PEM file of the CA(s) that sign the node's certificate (default: the system's).
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate and key, when the node asks for a client certificate.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// Accept any certificate (test clusters with self-signed certificates only).
+    pub insecure_skip_verify: bool,
+    /// Basic authentication: the user, with its password in `password_file`.
+    pub username: String,
+    pub password_file: Option<PathBuf>,
+    /// API key authentication: a file holding the key's `encoded` form (base64 of
+    /// `id:api_key`, as `POST /_security/api_key` returns it).
+    pub api_key_file: Option<PathBuf>,
+    /// The longest answer read (`_stats` of a big cluster is the longest).
+    pub max_body_bytes: usize,
+    /// `GET /_cluster/health`; default every 30 s.
+    pub health: ElasticsearchCheckConfig,
+    /// `_nodes/stats/fs` and the watermarks; default every 30 s.
+    pub storage: ElasticsearchCheckConfig,
+    /// Shard headroom inputs; default every 30 min (the aggregator decides its cadence).
+    pub shards: ElasticsearchCheckConfig,
+    /// Documents per primary shard; default every 30 min.
+    pub docs: ElasticsearchDocsConfig,
+    /// The audit trail's 5XX answers; runs only when `index_pattern` is set.
+    pub audit: ElasticsearchAuditConfig,
+}
+
+impl Default for ElasticsearchConfig {
+    fn default() -> Self {
+        ElasticsearchConfig {
+            url: String::new(),
+            timeout: Duration::from_secs(10),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            insecure_skip_verify: false,
+            username: String::new(),
+            password_file: None,
+            api_key_file: None,
+            max_body_bytes: 16 * 1024 * 1024,
+            health: ElasticsearchCheckConfig::default(),
+            storage: ElasticsearchCheckConfig::default(),
+            shards: ElasticsearchCheckConfig::default(),
+            docs: ElasticsearchDocsConfig::default(),
+            audit: ElasticsearchAuditConfig::default(),
+        }
+    }
+}
+
+impl ElasticsearchConfig {
+    /// Health and storage: every 30 s (seed 001 reacts to red within a minute).
+    pub const DEFAULT_FAST_INTERVAL: Duration = Duration::from_secs(30);
+    /// Shards and docs change slowly: every 30 min.
+    pub const DEFAULT_SLOW_INTERVAL: Duration = Duration::from_secs(30 * 60);
+    /// The audit search: every 5 min (seed 001).
+    pub const DEFAULT_AUDIT_INTERVAL: Duration = Duration::from_secs(5 * 60);
+}
+
+/// One check of the elasticsearch probe.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ElasticsearchCheckConfig {
+    pub enabled: bool,
+    /// Empty means the check's default.
+    #[serde(with = "humantime_serde")]
+    pub interval: Option<Duration>,
+}
+
+impl Default for ElasticsearchCheckConfig {
+    fn default() -> Self {
+        ElasticsearchCheckConfig {
+            enabled: true,
+            interval: None,
+        }
+    }
+}
+
+/// Documents per primary shard.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ElasticsearchDocsConfig {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// Only shards with more documents (count + deleted) than this are reported; keep it
+    /// below the rules' lowest threshold (1.8 billion).
+    pub floor: u64,
+    /// At most this many shards per sample, the fullest first.
+    pub max_shards: u32,
+}
+
+impl Default for ElasticsearchDocsConfig {
+    fn default() -> Self {
+        ElasticsearchDocsConfig {
+            enabled: true,
+            interval: None,
+            floor: 1_000_000_000,
+            max_shards: 100,
+        }
+    }
+}
+
+/// The audit trail's 5XX count: one search over the last `window`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ElasticsearchAuditConfig {
+    /// The indices holding the audit trail, e.g. `audit-*`; empty means no audit check.
+    pub index_pattern: String,
+    /// The field with each request's time.
+    pub time_field: String,
+    /// The (numeric) field with each request's HTTP status.
+    pub status_field: String,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub interval: Option<Duration>,
+}
+
+impl Default for ElasticsearchAuditConfig {
+    fn default() -> Self {
+        ElasticsearchAuditConfig {
+            index_pattern: String::new(),
+            time_field: "@timestamp".to_owned(),
+            status_field: "http.response.status_code".to_owned(),
+            window: Duration::from_secs(15 * 60),
+            interval: None,
         }
     }
 }
@@ -428,6 +572,10 @@ impl AgentConfig {
             );
         }
 
+        if let Some(es) = &self.elasticsearch {
+            check_elasticsearch(&mut problems, es);
+        }
+
         for (idx, log) in self.logs.iter().enumerate() {
             if log.path.is_empty() {
                 problems.add(format!("logs[{idx}].path"), "is required");
@@ -509,6 +657,100 @@ fn check_name(problems: &mut Problems, field: &str, value: &str, required: bool)
                 "{value:?} contains {bad:?}; only letters, digits, '.', '_' and '-' are allowed"
             ),
         );
+    }
+}
+
+fn check_elasticsearch(problems: &mut Problems, es: &ElasticsearchConfig) {
+    check_url(problems, "elasticsearch.url", &es.url);
+    if es.url.split_once("://").is_some_and(|(_, rest)| {
+        rest.split(['/', '?', '#'])
+            .next()
+            .is_some_and(|authority| authority.contains('@'))
+    }) {
+        problems.add(
+            "elasticsearch.url",
+            "must not hold credentials (use username and password_file, or api_key_file)",
+        );
+    }
+    if es.timeout.is_zero() {
+        problems.add("elasticsearch.timeout", "must be more than 0s");
+    }
+    check_client_identity(
+        problems,
+        "elasticsearch",
+        &es.client_cert_file,
+        &es.client_key_file,
+    );
+    if !es.url.starts_with("https://") {
+        for (field, value) in [
+            ("ca_file", &es.ca_file),
+            ("client_cert_file", &es.client_cert_file),
+        ] {
+            if value.is_some() {
+                problems.add(
+                    format!("elasticsearch.{field}"),
+                    "needs an https:// elasticsearch.url",
+                );
+            }
+        }
+    }
+    match (es.username.is_empty(), &es.password_file) {
+        (false, None) => problems.add("elasticsearch.password_file", "is required with username"),
+        (true, Some(_)) => problems.add("elasticsearch.username", "is required with password_file"),
+        _ => {}
+    }
+    if es.api_key_file.is_some() && (!es.username.is_empty() || es.password_file.is_some()) {
+        problems.add(
+            "elasticsearch.api_key_file",
+            "use either api_key_file or username and password_file, not both",
+        );
+    }
+    if es.max_body_bytes < 1024 {
+        problems.add("elasticsearch.max_body_bytes", "must be at least 1024");
+    }
+    for (name, interval) in [
+        ("health", es.health.interval),
+        ("storage", es.storage.interval),
+        ("shards", es.shards.interval),
+        ("docs", es.docs.interval),
+        ("audit", es.audit.interval),
+    ] {
+        if interval.is_some_and(|interval| interval < MIN_INTERVAL) {
+            problems.add(
+                format!("elasticsearch.{name}.interval"),
+                format!(
+                    "must be at least {}",
+                    humantime::format_duration(MIN_INTERVAL)
+                ),
+            );
+        }
+    }
+    if es.docs.max_shards == 0 {
+        problems.add("elasticsearch.docs.max_shards", "must be at least 1");
+    }
+    let audit = &es.audit;
+    if !audit.index_pattern.is_empty() {
+        if let Some(bad) = audit
+            .index_pattern
+            .chars()
+            .find(|c| c.is_whitespace() || matches!(c, '/' | '?' | '#' | '"' | '\\'))
+        {
+            problems.add(
+                "elasticsearch.audit.index_pattern",
+                format!("{:?} contains {bad:?}", audit.index_pattern),
+            );
+        }
+        for (field, value) in [
+            ("time_field", &audit.time_field),
+            ("status_field", &audit.status_field),
+        ] {
+            if value.trim().is_empty() {
+                problems.add(format!("elasticsearch.audit.{field}"), "must not be empty");
+            }
+        }
+        if audit.window < Duration::from_secs(1) {
+            problems.add("elasticsearch.audit.window", "must be at least 1s");
+        }
     }
 }
 
@@ -758,6 +1000,69 @@ mod tests {
                 .unwrap()
                 .gossip
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn an_elasticsearch_section_with_the_seed_defaults() {
+        let text = format!(
+            "{MINIMAL}\n[elasticsearch]\nurl = \"https://127.0.0.1:9200\"\n\
+             username = \"hostwatch\"\npassword_file = \"/etc/hostwatch/es.password\"\n\
+             [elasticsearch.docs]\nfloor = 5\n[elasticsearch.audit]\nindex_pattern = \"audit-*\"\n"
+        );
+        let config = AgentConfig::parse(&text, "test").unwrap();
+        config.validate().unwrap();
+        let es = config.elasticsearch.unwrap();
+        assert_eq!(es.timeout, Duration::from_secs(10));
+        assert!(es.health.enabled && es.storage.enabled && es.shards.enabled && es.docs.enabled);
+        assert_eq!(es.health.interval, None);
+        assert_eq!(es.docs.floor, 5);
+        assert_eq!(es.docs.max_shards, 100);
+        assert_eq!(es.audit.window, Duration::from_secs(900));
+        assert_eq!(es.audit.time_field, "@timestamp");
+        assert_eq!(es.audit.interval, None);
+    }
+
+    #[test]
+    fn elasticsearch_validation_lists_every_error() {
+        let text = format!(
+            r#"{MINIMAL}
+            [elasticsearch]
+            url = "http://elastic:changeme@127.0.0.1:9200"
+            timeout = "0s"
+            ca_file = "/etc/es/ca.pem"
+            username = "hostwatch"
+            api_key_file = "/etc/hostwatch/es.key"
+            max_body_bytes = 10
+            [elasticsearch.health]
+            interval = "10ms"
+            [elasticsearch.docs]
+            max_shards = 0
+            [elasticsearch.audit]
+            index_pattern = "audit /x"
+            status_field = " "
+            window = "0s"
+            "#
+        );
+        let err = AgentConfig::parse(&text, "test")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            invalid_fields(err),
+            [
+                "elasticsearch.url",
+                "elasticsearch.timeout",
+                "elasticsearch.ca_file",
+                "elasticsearch.password_file",
+                "elasticsearch.api_key_file",
+                "elasticsearch.max_body_bytes",
+                "elasticsearch.health.interval",
+                "elasticsearch.docs.max_shards",
+                "elasticsearch.audit.index_pattern",
+                "elasticsearch.audit.status_field",
+                "elasticsearch.audit.window",
+            ]
         );
     }
 }

@@ -1,9 +1,9 @@
 //! The hostwatch agent: samples this host and streams the samples to the aggregator.
 //!
 //! ```text
-//! probe::HostProbe   ──(every host.interval)───┐
-//! probe::GossipProbe ──(every gossip.interval)─┼─► Outbox ──(Notify)──► uplink ──► aggregator
-//! probe::LogTailer   ──(every poll_interval)───┘   (spooled)
+//! probe::registry ─► [host, gossip, logs, …] ──probe::drive_all (each every interval)──┐
+//!                                                                                        │
+//!        aggregator ◄── uplink ◄──(Notify)── Outbox (spooled) ◄────────── Queue ◄───────┘
 //! ```
 //!
 //! [`Agent`] composes the pieces and is the only entry point: build it from a validated
@@ -23,19 +23,19 @@ mod uplink;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use proto::v1::{Hello, NodeIdentity, ProbeInfo, Sample, sample};
+use proto::v1::{Hello, NodeIdentity, ProbeInfo, Sample};
 use tokio::sync::{Notify, watch};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 pub use config::{AgentConfig, ConfigError};
 pub use outbox::Outbox;
-pub use probe::{GossipProbe, HostProbe, LogTailer, ProbeError};
+pub use probe::{GossipProbe, HostProbe, LogTailer, Probe, ProbeError};
 pub use tls::TlsError;
 
-use ticker::Ticker;
 use uplink::{SharedOutbox, Uplink, lock};
 
 /// The version sent in `Hello.agent_version`.
@@ -83,6 +83,19 @@ pub enum AgentError {
         path: PathBuf,
         message: &'static str,
     },
+    #[error("config: {field}: cannot read {}: {source}", path.display())]
+    SecretRead {
+        field: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The secret itself is never part of the message.
+    #[error("config: {field}: {message}")]
+    Secret {
+        field: &'static str,
+        message: &'static str,
+    },
 }
 
 /// A bearer token: shown as `<redacted>` by `Debug`, so it cannot reach a log by accident.
@@ -101,24 +114,21 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// A built agent, ready to run: identity resolved, state directory opened, probe ready.
+/// A built agent, ready to run: identity resolved, state directory opened, probes ready.
 #[derive(Debug)]
 pub struct Agent {
     identity: NodeIdentity,
-    host_interval: Duration,
     shutdown_grace: Duration,
     open_timeout: Duration,
     endpoint: Endpoint,
     token: Option<Secret>,
-    probe: HostProbe,
-    gossip: Option<(GossipProbe, Duration)>,
-    logs: Option<(LogTailer, Duration)>,
+    probes: Vec<Box<dyn Probe>>,
     outbox: Outbox,
 }
 
 impl Agent {
     /// Validates `config`, creates the state directory if needed, resolves the identity
-    /// (hostname, instance id), reads the next seq and the core counts.
+    /// (hostname, instance id), reads the next seq, builds the configured probes.
     pub fn new(config: AgentConfig) -> Result<Agent, AgentError> {
         config.validate()?;
         state::ensure_dir(&config.state_dir)?;
@@ -130,7 +140,7 @@ impl Agent {
                 max_bytes: config.outbox.max_bytes,
             },
         )?;
-        let probe = HostProbe::new(&config.host)?;
+        let probes = probe::probes(&config)?;
         let endpoint = uplink_endpoint(&config.aggregator)?;
         let token = config
             .aggregator
@@ -138,29 +148,13 @@ impl Agent {
             .as_deref()
             .map(read_token)
             .transpose()?;
-        let gossip = match &config.gossip {
-            Some(gossip) => Some((GossipProbe::new(gossip)?, gossip.interval)),
-            None => None,
-        };
-        let logs = (!config.logs.is_empty()).then(|| {
-            let poll_interval = config
-                .logs
-                .iter()
-                .map(|log| log.poll_interval)
-                .min()
-                .unwrap_or(Duration::from_secs(1));
-            (LogTailer::new(&config.logs), poll_interval)
-        });
         Ok(Agent {
             identity,
-            host_interval: config.host.interval,
             shutdown_grace: config.shutdown_grace,
             open_timeout: config.aggregator.connect_timeout,
             endpoint,
             token,
-            probe,
-            gossip,
-            logs,
+            probes,
             outbox,
         })
     }
@@ -180,28 +174,21 @@ impl Agent {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
         let Agent {
             identity,
-            host_interval,
             shutdown_grace,
             open_timeout,
             endpoint,
             token,
-            probe,
-            gossip,
-            logs,
+            probes,
             outbox,
         } = self;
-        let mut probes = vec![probe_info("host", host_interval)];
-        if let Some((_, interval)) = &gossip {
-            probes.push(probe_info("gossip", *interval));
-        }
-        if logs.is_some() {
-            // Event-driven: silence says nothing about the node.
-            probes.push(probe_info("logs", Duration::ZERO));
-        }
+        let probe_infos: Vec<ProbeInfo> = probes
+            .iter()
+            .map(|probe| probe_info(probe.name(), probe.announced_interval()))
+            .collect();
         let hello = Hello {
             identity: Some(identity),
             agent_version: AGENT_VERSION.to_owned(),
-            probes,
+            probes: probe_infos,
             // Filled in per stream by the uplink, which holds the token.
             token: String::new(),
             oldest_unacked_seq: 0,
@@ -224,30 +211,25 @@ impl Agent {
         let queue = Queue {
             outbox: Arc::clone(&outbox),
             batch_ready,
+            dropping: AtomicBool::new(false),
         };
-        let host_sampler = sample_host(probe, host_interval, queue.clone());
-        let gossip_sampler = async {
-            match gossip {
-                Some((probe, interval)) => sample_gossip(probe, interval, queue.clone()).await,
-                None => std::future::pending().await,
-            }
-        };
-        let log_tailer = async {
-            match logs {
-                Some((tailer, poll_interval)) => {
-                    tail_logs(tailer, poll_interval, queue.clone()).await
-                }
-                None => std::future::pending().await,
-            }
-        };
+        let probe_names: Vec<String> = probes
+            .iter()
+            .map(|probe| {
+                format!(
+                    "{} every {}",
+                    probe.name(),
+                    humantime::format_duration(probe.interval())
+                )
+            })
+            .collect();
+        let samplers = probe::drive_all(probes, &queue);
 
-        tracing::info!(interval = %humantime::format_duration(host_interval), "agent started");
+        tracing::info!(probes = probe_names.join(", "), "agent started");
         tokio::select! {
             () = shutdown => {}
-            // None returns before draining starts; listed so that all are polled.
-            () = host_sampler => {}
-            () = gossip_sampler => {}
-            () = log_tailer => {}
+            // Neither returns before draining starts; listed so that both are polled.
+            () = samplers => {}
             () = &mut uplink => {}
         }
 
@@ -279,21 +261,24 @@ impl Agent {
 }
 
 /// Where probes put their samples: the outbox, and the uplink's wake-up call.
-#[derive(Clone)]
 struct Queue {
     outbox: SharedOutbox,
     batch_ready: Arc<Notify>,
+    /// Whether the last push dropped, so that a full outbox is logged once, not per batch.
+    dropping: AtomicBool,
 }
 
-impl Queue {
+impl probe::Sink for Queue {
     /// Numbers `samples` as one batch and spools it. Never waits for the network: the
-    /// outbox drops its oldest batch rather than refuse a new one. `dropping` remembers
-    /// whether the last push dropped, so that a full outbox is logged once, not per batch.
-    fn push(&self, samples: Vec<Sample>, dropping: &mut bool) {
+    /// outbox drops its oldest batch rather than refuse a new one.
+    fn push(&self, samples: Vec<Sample>) {
         let pushed = lock(&self.outbox).push(samples);
         match pushed {
             Ok(pushed) => {
-                match (pushed.dropped.last(), *dropping) {
+                let dropping = self
+                    .dropping
+                    .swap(!pushed.dropped.is_empty(), Ordering::Relaxed);
+                match (pushed.dropped.last(), dropping) {
                     (Some(seq), false) => {
                         tracing::warn!(
                             dropped_seq = seq,
@@ -303,7 +288,6 @@ impl Queue {
                     (None, true) => tracing::info!("outbox has room again"),
                     _ => {}
                 }
-                *dropping = !pushed.dropped.is_empty();
                 self.batch_ready.notify_one();
             }
             Err(err) => tracing::error!("samples discarded: cannot spool their batch: {err}"),
@@ -315,94 +299,6 @@ fn probe_info(name: &str, interval: Duration) -> ProbeInfo {
     ProbeInfo {
         name: name.to_owned(),
         interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
-    }
-}
-
-/// Takes a host sample every `interval` and queues it as a batch of its own.
-async fn sample_host(mut probe: HostProbe, interval: Duration, queue: Queue) {
-    let mut ticker = Ticker::new(interval);
-    let mut dropping = false;
-    loop {
-        ticker.tick().await;
-        let time_unix_ms = unix_ms(SystemTime::now());
-        let host = match probe.sample() {
-            Ok(host) => host,
-            Err(err) => {
-                tracing::warn!("host sample failed: {err}");
-                continue;
-            }
-        };
-        let samples = vec![Sample {
-            time_unix_ms,
-            kind: Some(sample::Kind::Host(host)),
-        }];
-        queue.push(samples, &mut dropping);
-    }
-}
-
-/// Asks the database for its cluster view every `interval`; a failed query is queued too.
-async fn sample_gossip(probe: GossipProbe, interval: Duration, queue: Queue) {
-    let mut ticker = Ticker::new(interval);
-    let mut dropping = false;
-    let mut failing = false;
-    loop {
-        ticker.tick().await;
-        let time_unix_ms = unix_ms(SystemTime::now());
-        let gossip = probe.sample().await;
-        match (gossip.ok, failing) {
-            (false, false) => tracing::warn!(
-                adapter = probe.adapter().name(),
-                "gossip query failed: {}",
-                gossip.error
-            ),
-            (true, true) => {
-                tracing::info!(adapter = probe.adapter().name(), "gossip query ok again")
-            }
-            _ => {}
-        }
-        failing = !gossip.ok;
-        let samples = vec![Sample {
-            time_unix_ms,
-            kind: Some(sample::Kind::Gossip(gossip)),
-        }];
-        queue.push(samples, &mut dropping);
-    }
-}
-
-/// Ships the lines appended to the tailed files every `poll_interval`, in batches of at
-/// most the configured number of lines.
-async fn tail_logs(mut tailer: LogTailer, poll_interval: Duration, queue: Queue) {
-    let mut ticker = Ticker::new(poll_interval);
-    let mut dropping = false;
-    loop {
-        ticker.tick().await;
-        loop {
-            let polled = tailer.poll();
-            if polled.cut_lines > 0 {
-                tracing::warn!(
-                    cut_lines = polled.cut_lines,
-                    cut_lines_total = tailer.cut_lines_total,
-                    "log lines longer than max_line_bytes were cut"
-                );
-            }
-            if !polled.records.is_empty() {
-                let time_unix_ms = unix_ms(SystemTime::now());
-                let samples = polled
-                    .records
-                    .into_iter()
-                    .map(|record| Sample {
-                        time_unix_ms,
-                        kind: Some(sample::Kind::Log(record)),
-                    })
-                    .collect();
-                queue.push(samples, &mut dropping);
-            }
-            if !polled.more {
-                break;
-            }
-            // Let the uplink and the other probes run between batches of a long backlog.
-            tokio::task::yield_now().await;
-        }
     }
 }
 
@@ -459,12 +355,6 @@ fn read_token(path: &std::path::Path) -> Result<Secret, AgentError> {
         });
     }
     Ok(Secret(token.to_owned()))
-}
-
-fn unix_ms(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
-        i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-    })
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //! are skipped, not made up in a burst. Where a `timerfd` cannot be made or read, it falls
 //! back to tokio's interval, with the same behaviour and the extra wake-ups.
 //!
-//! It does not know what a tick is for; the probes' loops in `lib.rs` do.
+//! It does not know what a tick is for; the probes' loop (`probe::drive`) does.
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;

@@ -1,5 +1,6 @@
-//! TLS material for the agent's two clients (the uplink and the gossip probe): reading the
-//! PEM files named in the config and building a rustls client configuration from them.
+//! TLS material for the agent's clients (the uplink, the gossip and elasticsearch probes):
+//! reading the PEM files named in the config and building a rustls client configuration
+//! from them.
 //!
 //! Crypto is rustls with the `ring` provider, chosen explicitly rather than through the
 //! process-wide default, so that another crate enabling a second provider in the same build
@@ -59,7 +60,7 @@ pub(crate) struct ClientIdentityPem {
 /// The PEM files of one client, as the config names them.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TlsFiles<'a> {
-    /// `aggregator` or `gossip`: prefixes the field names in errors.
+    /// `aggregator`, `gossip` or `elasticsearch`: prefixes the field names in errors.
     pub(crate) section: &'a str,
     pub(crate) ca_file: Option<&'a Path>,
     pub(crate) client_cert_file: Option<&'a Path>,

@@ -1,10 +1,15 @@
 //! The gossip probe against real HTTP(S) servers on 127.0.0.1, written here: the reference
 //! EventStoreDB gossip and its variants, Elasticsearch, and every way a query fails. Then
 //! the agent itself: the probe is announced in Hello and its samples reach the aggregator.
+//!
+//! The elasticsearch probe's checks against the stand-in Elasticsearch
+//! (`tests/src/es_stand_in.rs`): the fixtures' bodies, then its faults on a timeline.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "../../tests/src/es_stand_in.rs"]
+mod es_stand_in;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -440,5 +445,430 @@ async fn the_agent_announces_the_probe_and_ships_failures_too() {
         }
     }
     assert!(gossip_samples.iter().all(|g| g.ok && g.members.len() == 3));
+    running.stop().await;
+}
+
+// ---- the elasticsearch probe, against the stand-in Elasticsearch ----
+
+use agent::config::{ElasticsearchAuditConfig, ElasticsearchConfig};
+use agent::probe::elasticsearch::ElasticsearchProbe;
+use es_stand_in::{Reply as EsReply, StandInElasticsearch, bodies};
+use proto::v1::elasticsearch_sample::Result as EsResult;
+use proto::v1::{ElasticsearchCheck, ElasticsearchErrorKind, ElasticsearchSample};
+
+const AUDIT_PATH: &str = "/audit-*/_search";
+
+fn es_config(url: String) -> ElasticsearchConfig {
+    ElasticsearchConfig {
+        url,
+        timeout: Duration::from_millis(1500),
+        audit: ElasticsearchAuditConfig {
+            index_pattern: "audit-*".to_owned(),
+            ..ElasticsearchAuditConfig::default()
+        },
+        ..ElasticsearchConfig::default()
+    }
+}
+
+/// The probe of one check, built from `config`.
+fn es_probe(config: &ElasticsearchConfig, check: ElasticsearchCheck) -> ElasticsearchProbe {
+    ElasticsearchProbe::from_config(config)
+        .unwrap()
+        .into_iter()
+        .find(|probe| probe.check_kind() == check)
+        .unwrap()
+}
+
+fn es_error(sample: &ElasticsearchSample) -> (ElasticsearchErrorKind, u32, &str) {
+    let error = sample
+        .error
+        .as_ref()
+        .unwrap_or_else(|| panic!("expected an error: {sample:?}"));
+    assert!(sample.result.is_none(), "{sample:?}");
+    (
+        error.kind(),
+        error.http_status,
+        error.es_error_type.as_str(),
+    )
+}
+
+#[tokio::test]
+async fn every_check_reads_the_fixtures_the_stand_in_serves() {
+    let es = StandInElasticsearch::start(AUDIT_PATH).await.unwrap();
+    let mut config = es_config(es.url());
+    config.docs.floor = 2;
+    let probes = ElasticsearchProbe::from_config(&config).unwrap();
+    let names: Vec<&str> = probes.iter().map(agent::Probe::name).collect();
+    assert_eq!(
+        names,
+        [
+            "elasticsearch.health",
+            "elasticsearch.storage",
+            "elasticsearch.shards",
+            "elasticsearch.docs",
+            "elasticsearch.audit"
+        ]
+    );
+    let intervals: Vec<u64> = probes
+        .iter()
+        .map(|probe| agent::Probe::interval(probe).as_secs())
+        .collect();
+    assert_eq!(intervals, [30, 30, 1800, 1800, 300]);
+
+    let mut results = Vec::new();
+    for probe in &probes {
+        let sample = probe.check().await;
+        assert_eq!(sample.check(), probe.check_kind());
+        assert_eq!(sample.url, es.url());
+        assert!(sample.error.is_none(), "{sample:?}");
+        results.push(sample.result.unwrap());
+    }
+    let [
+        EsResult::Health(health),
+        EsResult::Storage(storage),
+        EsResult::Shards(shards),
+        EsResult::Docs(docs),
+        EsResult::Audit(audit),
+    ] = &results[..]
+    else {
+        panic!("{results:?}");
+    };
+    assert_eq!(
+        (health.cluster_name.as_str(), health.status.as_str()),
+        ("opensearch-cluster", "green")
+    );
+    assert_eq!(storage.nodes.len(), 1);
+    assert_eq!(storage.nodes[0].name, "aaf5a8a0bceb");
+    assert!((storage.nodes[0].used_percent - 86.69).abs() < 0.01);
+    assert_eq!(
+        (
+            storage.watermark_low.as_str(),
+            storage.watermark_high.as_str(),
+            storage.watermark_flood_stage.as_str()
+        ),
+        ("88%", "92%", "96%")
+    );
+    // 1000 per node × 1 non-frozen data node; 1 × (1 + 1) with an unassigned replica + 1.
+    assert_eq!(
+        (
+            shards.max_shards_per_node,
+            shards.non_frozen_data_nodes,
+            shards.open_shards,
+            shards.open_indices
+        ),
+        (1000, 1, 3, 2)
+    );
+    assert_eq!(docs.max_docs, 37);
+    assert_eq!(docs.shards.len(), 2);
+    assert_eq!(
+        (
+            audit.index_pattern.as_str(),
+            audit.window_seconds,
+            audit.requests,
+            audit.errors_5xx
+        ),
+        ("audit-*", 900, 7, 3)
+    );
+
+    let received = es.received();
+    let targets: Vec<&str> = received.iter().map(|r| r.target.as_str()).collect();
+    assert!(
+        targets.contains(&"/_cluster/settings?include_defaults=true&flat_settings=true"),
+        "{targets:?}"
+    );
+    let search = received
+        .iter()
+        .find(|r| r.target.starts_with("/audit-*/_search"))
+        .unwrap();
+    assert_eq!(search.method, "POST");
+    let query: serde_json::Value = serde_json::from_str(&search.body).unwrap();
+    assert_eq!(query["query"]["range"]["@timestamp"]["gte"], "now-900s");
+    assert!(received.iter().all(|r| r.authorization.is_none()));
+}
+
+#[tokio::test]
+async fn health_faults_on_a_timeline() {
+    let es = StandInElasticsearch::start(AUDIT_PATH).await.unwrap();
+    let mut config = es_config(es.url());
+    config.timeout = Duration::from_millis(400);
+    let probe = es_probe(&config, ElasticsearchCheck::Health);
+    es.set(
+        "/_cluster/health",
+        vec![
+            EsReply::ok(bodies::health("yellow")),
+            EsReply::Json(503, bodies::MASTER_NOT_DISCOVERED.to_owned()),
+            EsReply::Json(401, bodies::UNAUTHORIZED.to_owned()),
+            EsReply::ok(bodies::GARBAGE),
+            EsReply::Json(408, bodies::health_timed_out_red()),
+            EsReply::Hang,
+            EsReply::Json(404, "{}".to_owned()),
+            EsReply::ok(bodies::HEALTH_GREEN),
+        ],
+    );
+    let health = |sample: &ElasticsearchSample| match &sample.result {
+        Some(EsResult::Health(health)) => (health.status.clone(), health.timed_out),
+        other => panic!("expected health, got {other:?} ({:?})", sample.error),
+    };
+
+    assert_eq!(health(&probe.check().await), ("yellow".to_owned(), false));
+
+    let sample = probe.check().await;
+    assert_eq!(
+        es_error(&sample),
+        (
+            ElasticsearchErrorKind::Server,
+            503,
+            "master_not_discovered_exception"
+        )
+    );
+    let detail = &sample.error.as_ref().unwrap().detail;
+    assert!(
+        detail.contains("master_not_discovered_exception"),
+        "{detail}"
+    );
+    assert_eq!(sample.error.as_ref().unwrap().path, "/_cluster/health");
+
+    let sample = probe.check().await;
+    assert_eq!(
+        es_error(&sample),
+        (ElasticsearchErrorKind::Auth, 401, "security_exception")
+    );
+
+    let sample = probe.check().await;
+    assert_eq!(
+        es_error(&sample),
+        (ElasticsearchErrorKind::UnexpectedBody, 0, "")
+    );
+
+    // A 408 with timed_out: a valid answer, and red is not "unreachable".
+    assert_eq!(health(&probe.check().await), ("red".to_owned(), true));
+
+    let sample = probe.check().await;
+    assert_eq!(es_error(&sample), (ElasticsearchErrorKind::Timeout, 0, ""));
+    let detail = &sample.error.as_ref().unwrap().detail;
+    assert!(detail.contains("timeout after 400ms"), "{detail}");
+
+    let sample = probe.check().await;
+    assert_eq!(es_error(&sample), (ElasticsearchErrorKind::Http, 404, ""));
+
+    assert_eq!(health(&probe.check().await), ("green".to_owned(), false));
+}
+
+#[tokio::test]
+async fn refused_then_listening_again() {
+    let mut es = StandInElasticsearch::start(AUDIT_PATH).await.unwrap();
+    let probe = es_probe(&es_config(es.url()), ElasticsearchCheck::Health);
+    es.stop().await;
+    let sample = probe.check().await;
+    assert_eq!(es_error(&sample), (ElasticsearchErrorKind::Refused, 0, ""));
+    let detail = &sample.error.as_ref().unwrap().detail;
+    assert!(detail.contains("connection refused"), "{detail}");
+    es.resume().await.unwrap();
+    assert!(probe.check().await.error.is_none());
+}
+
+#[tokio::test]
+async fn a_failing_check_leaves_the_others_alone() {
+    let es = StandInElasticsearch::start(AUDIT_PATH).await.unwrap();
+    let config = es_config(es.url());
+    es.set(
+        "/_nodes/stats/fs",
+        vec![EsReply::Json(503, bodies::MASTER_NOT_DISCOVERED.to_owned())],
+    );
+    es.set("/_cluster/health", vec![EsReply::ok(bodies::health("red"))]);
+    let storage = es_probe(&config, ElasticsearchCheck::Storage).check().await;
+    let health = es_probe(&config, ElasticsearchCheck::Health).check().await;
+    assert_eq!(storage.check(), ElasticsearchCheck::Storage);
+    assert_eq!(es_error(&storage).0, ElasticsearchErrorKind::Server);
+    assert_eq!(
+        storage.error.as_ref().unwrap().path,
+        "/_nodes/stats/fs?filter_path=nodes.*.name,nodes.*.host,nodes.*.ip,nodes.*.roles,\
+         nodes.*.fs.total,nodes.*.fs.data"
+    );
+    assert!(
+        matches!(&health.result, Some(EsResult::Health(h)) if h.status == "red"),
+        "{health:?}"
+    );
+}
+
+#[tokio::test]
+async fn storage_docs_and_audit_on_a_timeline() {
+    let es = StandInElasticsearch::start(AUDIT_PATH).await.unwrap();
+    let config = es_config(es.url());
+    let gib = 1 << 30;
+    es.set(
+        "/_nodes/stats/fs",
+        vec![
+            EsReply::ok(bodies::nodes_stats(&[("a", "es-a", 100 * gib, 16 * gib)])),
+            EsReply::ok(bodies::nodes_stats(&[("a", "es-a", 100 * gib, 9 * gib)])),
+        ],
+    );
+    let storage = es_probe(&config, ElasticsearchCheck::Storage);
+    for expected in [84.0, 91.0] {
+        match storage.check().await.result {
+            Some(EsResult::Storage(storage)) => {
+                assert!((storage.nodes[0].used_percent - expected).abs() < 1e-9)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    es.set(
+        "/_stats/docs",
+        vec![
+            EsReply::ok(bodies::SHARDS_STATS_NULL_DOCS),
+            EsReply::ok(bodies::shards_stats(&[("logs", 0, 1_700_000_000, 0)])),
+        ],
+    );
+    let docs = es_probe(&config, ElasticsearchCheck::Docs);
+    match docs.check().await.result {
+        // The UNASSIGNED primary's null docs are not counted; the other is over the floor.
+        Some(EsResult::Docs(docs)) => {
+            assert_eq!(docs.primaries_counted, 1);
+            assert_eq!(docs.shards.len(), 1);
+            assert_eq!(
+                (
+                    docs.shards[0].index.as_str(),
+                    docs.shards[0].shard,
+                    docs.shards[0].docs
+                ),
+                ("testindex", 1, 2_100_000_000)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match docs.check().await.result {
+        // 1.7 B is above the default floor (1 billion), so it is listed.
+        Some(EsResult::Docs(docs)) => assert_eq!(docs.shards[0].docs, 1_700_000_000),
+        other => panic!("{other:?}"),
+    }
+
+    es.set(
+        AUDIT_PATH,
+        vec![
+            EsReply::ok(bodies::audit(1000, 80)),
+            EsReply::ok(bodies::audit(0, 0)),
+            EsReply::Json(
+                404,
+                r#"{"error":{"type":"index_not_found_exception"},"status":404}"#.to_owned(),
+            ),
+        ],
+    );
+    let audit = es_probe(&config, ElasticsearchCheck::Audit);
+    let counts = |sample: ElasticsearchSample| match sample.result {
+        Some(EsResult::Audit(audit)) => (audit.requests, audit.errors_5xx),
+        other => panic!("{other:?} {:?}", sample.error),
+    };
+    assert_eq!(counts(audit.check().await), (1000, 80));
+    assert_eq!(counts(audit.check().await), (0, 0));
+    let sample = audit.check().await;
+    assert_eq!(
+        es_error(&sample),
+        (
+            ElasticsearchErrorKind::Http,
+            404,
+            "index_not_found_exception"
+        )
+    );
+}
+
+#[tokio::test]
+async fn credentials_are_sent_as_basic_or_api_key() {
+    let es = StandInElasticsearch::start(AUDIT_PATH).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let password = write_temp(&dir, "password", "s3cr3t\n");
+    let api_key = write_temp(
+        &dir,
+        "api_key",
+        "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==\n",
+    );
+    let basic = ElasticsearchConfig {
+        username: "hostwatch".to_owned(),
+        password_file: Some(password),
+        ..es_config(es.url())
+    };
+    es_probe(&basic, ElasticsearchCheck::Health).check().await;
+    let keyed = ElasticsearchConfig {
+        api_key_file: Some(api_key),
+        ..es_config(es.url())
+    };
+    es_probe(&keyed, ElasticsearchCheck::Health).check().await;
+    let sent: Vec<Option<String>> = es.received().into_iter().map(|r| r.authorization).collect();
+    assert_eq!(
+        sent,
+        [
+            Some("Basic aG9zdHdhdGNoOnMzY3IzdA==".to_owned()),
+            Some("ApiKey VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==".to_owned())
+        ]
+    );
+    // A missing password file is a config error naming the field, not a panic.
+    let missing = ElasticsearchConfig {
+        password_file: Some(dir.path().join("nope")),
+        ..basic
+    };
+    let err = ElasticsearchProbe::from_config(&missing)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("config: elasticsearch.password_file: cannot read"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_ships_each_checks_samples() {
+    let es = StandInElasticsearch::start(AUDIT_PATH).await.unwrap();
+    es.set(
+        "/_nodes/stats/fs",
+        vec![EsReply::Json(401, bodies::UNAUTHORIZED.to_owned())],
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut server = start_server(listener, Arc::new(|_, _| Action::Ack)).await;
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut agent_config = config(state_dir.path(), server.addr);
+    let mut es_section = es_config(es.url());
+    es_section.health.interval = Some(Duration::from_millis(300));
+    es_section.storage.interval = Some(Duration::from_millis(300));
+    es_section.shards.enabled = false;
+    es_section.docs.enabled = false;
+    es_section.audit.index_pattern = String::new();
+    agent_config.elasticsearch = Some(es_section);
+    agent_config.validate().unwrap();
+    let running = start_agent(agent_config);
+    let hello = server.expect_hello(1).await;
+    let probes: Vec<(&str, u64)> = hello
+        .probes
+        .iter()
+        .map(|p| (p.name.as_str(), p.interval_ms))
+        .collect();
+    assert_eq!(
+        probes,
+        [
+            ("host", 200),
+            ("elasticsearch.health", 300),
+            ("elasticsearch.storage", 300)
+        ]
+    );
+
+    let mut health_ok = 0;
+    let mut storage_failed = 0;
+    while health_ok < 2 || storage_failed < 2 {
+        if let Seen::Batch { batch, .. } = server.next().await {
+            for sample in batch.samples {
+                if let Some(sample::Kind::Elasticsearch(es)) = sample.kind {
+                    match (es.check(), &es.error, &es.result) {
+                        (ElasticsearchCheck::Health, None, Some(EsResult::Health(_))) => {
+                            health_ok += 1
+                        }
+                        (ElasticsearchCheck::Storage, Some(error), None) => {
+                            assert_eq!(error.kind(), ElasticsearchErrorKind::Auth);
+                            storage_failed += 1;
+                        }
+                        other => panic!("unexpected sample {other:?}"),
+                    }
+                }
+            }
+        }
+    }
     running.stop().await;
 }

@@ -26,6 +26,8 @@ use tonic::transport::Channel;
 
 pub use tempfile::TempDir;
 
+pub mod es_stand_in;
+
 /// How long a test waits for anything to happen: generous, since CI machines are slow and
 /// busy; a passing test never waits this long.
 pub const TIMEOUT: Duration = Duration::from_secs(30);

@@ -12,13 +12,20 @@
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Read;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use proto::v1::{DiskUsage, HostSample};
+use proto::v1::{DiskUsage, HostSample, sample};
 use serde::Serialize;
 
-use super::ProbeError;
-use crate::config::HostConfig;
+use super::{Collected, Collecting, Probe, ProbeError};
+use crate::AgentError;
+use crate::config::{AgentConfig, HostConfig};
+
+/// The host probe: always one, every `[host] interval`.
+pub(crate) fn probes(config: &AgentConfig) -> Result<Vec<Box<dyn Probe>>, AgentError> {
+    let probe: Box<dyn Probe> = Box::new(HostProbe::new(&config.host)?);
+    Ok(vec![probe])
+}
 
 const LOADAVG_PATH: &str = "/proc/loadavg";
 const MEMINFO_PATH: &str = "/proc/meminfo";
@@ -490,6 +497,7 @@ fn read_from_start(file: &std::fs::File, buf: &mut String) -> std::io::Result<()
 /// open, and keeps one read buffer for all samples.
 #[derive(Debug)]
 pub struct HostProbe {
+    interval: Duration,
     filter: MountFilter,
     cores: CoreCount,
     buf: String,
@@ -532,6 +540,7 @@ impl HostProbe {
         read_into(CPUINFO_PATH, &mut buf)?;
         let cores = parse_cpuinfo(&buf);
         Ok(HostProbe {
+            interval: config.interval,
             filter: MountFilter::from_config(config),
             cores,
             buf,
@@ -624,6 +633,31 @@ impl HostProbe {
             memory_used_percent: memory.used_percent(),
             disks,
         })
+    }
+}
+
+impl Probe for HostProbe {
+    fn name(&self) -> &str {
+        "host"
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// A failed sample is logged and skipped: the aggregator notices the silence.
+    fn collect(&mut self) -> Collecting<'_> {
+        let samples = match self.sample() {
+            Ok(host) => vec![sample::Kind::Host(host)],
+            Err(err) => {
+                tracing::warn!("host sample failed: {err}");
+                Vec::new()
+            }
+        };
+        Box::pin(std::future::ready(Collected {
+            samples,
+            more: false,
+        }))
     }
 }
 

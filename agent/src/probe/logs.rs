@@ -24,10 +24,23 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use proto::v1::LogRecord;
+use proto::v1::{LogRecord, sample};
 
-use crate::config::LogConfig;
+use super::{Collected, Collecting, Probe};
+use crate::AgentError;
+use crate::config::{AgentConfig, LogConfig};
+
+/// One tailer for all `[[logs]]` sections, polling at the shortest of their intervals;
+/// none without a section.
+pub(crate) fn probes(config: &AgentConfig) -> Result<Vec<Box<dyn Probe>>, AgentError> {
+    if config.logs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let probe: Box<dyn Probe> = Box::new(LogTailer::new(&config.logs));
+    Ok(vec![probe])
+}
 
 /// Bytes read from a file at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -47,6 +60,7 @@ pub struct Polled {
 /// Follows every file matching the configured patterns.
 #[derive(Debug)]
 pub struct LogTailer {
+    poll_interval: Duration,
     patterns: Vec<Pattern>,
     /// Followed files, oldest first.
     files: Vec<TailedFile>,
@@ -99,6 +113,11 @@ impl LogTailer {
             })
             .collect();
         let mut tailer = LogTailer {
+            poll_interval: configs
+                .iter()
+                .map(|config| config.poll_interval)
+                .min()
+                .unwrap_or(Duration::from_secs(1)),
             patterns,
             files: Vec::new(),
             buf: vec![0; READ_CHUNK],
@@ -264,6 +283,38 @@ impl TailedFile {
         }
         self.partial
             .extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+}
+
+impl Probe for LogTailer {
+    fn name(&self) -> &str {
+        "logs"
+    }
+
+    fn interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    /// Event-driven: silence says nothing about the node.
+    fn announced_interval(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// At most `max_lines_per_batch` lines; `more` while the backlog lasts.
+    fn collect(&mut self) -> Collecting<'_> {
+        let polled = self.poll();
+        if polled.cut_lines > 0 {
+            tracing::warn!(
+                cut_lines = polled.cut_lines,
+                cut_lines_total = self.cut_lines_total,
+                "log lines longer than max_line_bytes were cut"
+            );
+        }
+        let samples = polled.records.into_iter().map(sample::Kind::Log).collect();
+        Box::pin(std::future::ready(Collected {
+            samples,
+            more: polled.more,
+        }))
     }
 }
 

@@ -1,33 +1,41 @@
 //! The gossip probe: the local database node's view of its cluster (DESIGN §4), as a
-//! `GossipSample`. One file per adapter (`eventstoredb`, `elasticsearch`) turns the node's
-//! JSON into members; `http` fetches it.
+//! `GossipSample`, every `[gossip] interval`. One file per adapter (`eventstoredb`,
+//! `elasticsearch`) turns the node's JSON into members; `probe::http` fetches it.
 //!
 //! Every failure (refused, timeout, a 5xx, invalid JSON, a TLS error, an answer without the
 //! expected fields) becomes a sample with `ok = false` and the error's text: the aggregator
 //! must hear that the query failed, so [`GossipProbe::sample`] has no error to return.
-//!
-//! **Why not reqwest**: the agent needs one GET every 30 s to one host. hyper's HTTP/1
-//! client connection, tokio-rustls and rustls are already in the binary (tonic's channel and
-//! its TLS), so `http` adds a few hundred lines of our code and ~60 KB to the stripped
-//! binary; reqwest 0.12 (rustls, no default features) brings its pool, tower stack, URL
-//! parser and compiled-in webpki roots. Measured here on the same one-GET program built both
-//! ways (release, stripped): see the README's Performance section for the figures.
 //!
 //! It does not judge the view (consensus is the aggregator's), nor keep connections open
 //! between samples: one short connection every interval costs less memory than a pool.
 
 mod elasticsearch;
 mod eventstoredb;
-mod http;
 
 use std::time::Duration;
 
-use proto::v1::{GossipMember, GossipSample};
+use proto::v1::{GossipMember, GossipSample, sample};
 
-use crate::config::{GossipAdapter, GossipConfig};
+use crate::AgentError;
+use crate::config::{AgentConfig, GossipAdapter, GossipConfig};
 use crate::tls::{TlsError, TlsFiles};
 
-use http::HttpGet;
+use super::http::{HttpClient, HttpError};
+use super::{Collected, Collecting, Probe};
+
+/// The largest answer read: a gossip of a few dozen members is a few tens of KB.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The gossip probe when `[gossip]` is configured.
+pub(crate) fn probes(config: &AgentConfig) -> Result<Vec<Box<dyn Probe>>, AgentError> {
+    match &config.gossip {
+        Some(gossip) => {
+            let probe: Box<dyn Probe> = Box::new(GossipProbe::new(gossip)?);
+            Ok(vec![probe])
+        }
+        None => Ok(Vec::new()),
+    }
+}
 
 /// Why a gossip query failed; its text becomes `GossipSample.error`.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +61,17 @@ pub enum GossipError {
     Url { url: String, message: String },
 }
 
+impl From<HttpError> for GossipError {
+    fn from(err: HttpError) -> GossipError {
+        match err {
+            HttpError::Connect { addr, message, .. } => GossipError::Connect { addr, message },
+            HttpError::Tls(message) => GossipError::Tls(message),
+            HttpError::Http { path, message } => GossipError::Http { path, message },
+            HttpError::Url { url, message } => GossipError::Url { url, message },
+        }
+    }
+}
+
 /// What an adapter understood from the node's answer.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterView {
@@ -66,8 +85,11 @@ pub struct ClusterView {
 pub struct GossipProbe {
     adapter: GossipAdapter,
     base_url: String,
+    interval: Duration,
     timeout: Duration,
-    http: HttpGet,
+    http: HttpClient,
+    /// The last query failed: a failure is logged once, and so is the recovery.
+    failing: bool,
 }
 
 impl GossipProbe {
@@ -88,8 +110,10 @@ impl GossipProbe {
         Ok(GossipProbe {
             adapter,
             base_url: config.url.trim_end_matches('/').to_owned(),
+            interval: config.interval,
             timeout: config.timeout,
-            http: HttpGet::new(tls),
+            http: HttpClient::new(tls, MAX_BODY_BYTES),
+            failing: false,
         })
     }
 
@@ -103,18 +127,12 @@ impl GossipProbe {
             match self.adapter {
                 GossipAdapter::Eventstoredb => {
                     let path = eventstoredb::PATH;
-                    let body = self.http.get(&self.base_url, path).await?;
+                    let body = self.get(path).await?;
                     eventstoredb::parse(&body, path)
                 }
                 GossipAdapter::Elasticsearch => {
-                    let nodes = self
-                        .http
-                        .get(&self.base_url, elasticsearch::NODES_PATH)
-                        .await?;
-                    let health = self
-                        .http
-                        .get(&self.base_url, elasticsearch::HEALTH_PATH)
-                        .await?;
+                    let nodes = self.get(elasticsearch::NODES_PATH).await?;
+                    let health = self.get(elasticsearch::HEALTH_PATH).await?;
                     elasticsearch::parse(&nodes, &health)
                 }
             }
@@ -140,6 +158,48 @@ impl GossipProbe {
                 ..GossipSample::default()
             },
         }
+    }
+
+    /// The body of a 2xx answer to a GET of `path`.
+    async fn get(&self, path: &str) -> Result<hyper::body::Bytes, GossipError> {
+        let answer = self.http.get(&self.base_url, path, &[]).await?;
+        if !answer.status.is_success() {
+            return Err(GossipError::Status {
+                status: answer.status,
+                path: path.to_owned(),
+            });
+        }
+        Ok(answer.body)
+    }
+}
+
+impl Probe for GossipProbe {
+    fn name(&self) -> &str {
+        "gossip"
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// A failed query is queued too: the aggregator must hear that it failed.
+    fn collect(&mut self) -> Collecting<'_> {
+        Box::pin(async move {
+            let gossip = self.sample().await;
+            let adapter = self.adapter.name();
+            match (gossip.ok, self.failing) {
+                (false, false) => {
+                    tracing::warn!(adapter, "gossip query failed: {}", gossip.error)
+                }
+                (true, true) => tracing::info!(adapter, "gossip query ok again"),
+                _ => {}
+            }
+            self.failing = !gossip.ok;
+            Collected {
+                samples: vec![sample::Kind::Gossip(gossip)],
+                more: false,
+            }
+        })
     }
 }
 
