@@ -14,11 +14,12 @@ use uuid::Uuid;
 
 use crate::explain::Explanation;
 use crate::model::{Severity, Subject, Timestamp};
+use crate::rules::RuleName;
 
 /// Which issue: one rule on one subject. At most one open issue per key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IssueKey {
-    pub rule: &'static str,
+    pub rule: RuleName,
     pub subject: Subject,
 }
 
@@ -187,11 +188,11 @@ impl IssueBook {
     pub fn remind(
         &mut self,
         now: Timestamp,
-        renotify: impl Fn(&'static str) -> Option<Duration>,
+        renotify: impl Fn(&RuleName) -> Option<Duration>,
     ) -> Vec<IssueEvent> {
         let mut reminders = Vec::new();
         for issue in self.open.values_mut() {
-            let Some(every) = renotify(issue.key.rule).filter(|every| !every.is_zero()) else {
+            let Some(every) = renotify(&issue.key.rule).filter(|every| !every.is_zero()) else {
                 continue;
             };
             if now.since(issue.updated_at) >= every {

@@ -116,13 +116,8 @@ impl Cluster {
 
     fn open(&self) -> Option<&Issue> {
         self.engine.open_issue(&IssueKey {
-            rule: CLUSTER_CONSENSUS,
-            subject: Subject {
-                tenant: "acme".into(),
-                cluster: "db".into(),
-                node: String::new(),
-                mount: String::new(),
-            },
+            rule: RuleId::ClusterConsensus.into(),
+            subject: Subject::cluster("acme", "db", None),
         })
     }
 }
@@ -140,7 +135,7 @@ fn consensus_events(events: &[Event]) -> Vec<(&'static str, String)> {
     events
         .iter()
         .filter_map(|event| match event {
-            Event::Issue(event) if event.issue.key.rule == CLUSTER_CONSENSUS => {
+            Event::Issue(event) if event.issue.key.rule == RuleId::ClusterConsensus => {
                 Some((event.kind.as_str(), event.issue.message.clone()))
             }
             _ => None,

@@ -36,7 +36,7 @@ fn seen(events: &[Event]) -> Vec<Seen> {
         .filter_map(|event| match event {
             Event::Issue(event) => Some(Seen {
                 kind: event.kind.as_str(),
-                rule: event.issue.key.rule,
+                rule: event.issue.key.rule.known().map_or("unknown", RuleId::name),
                 severity: event.issue.severity,
                 value: event.issue.value,
             }),
@@ -143,12 +143,15 @@ impl Timeline {
     }
 
     fn open(&self, rule: &'static str) -> Option<&Issue> {
-        let mount = if rule == detect::DISK_USAGE { "/" } else { "" };
-        let subject = Subject {
-            mount: mount.into(),
-            ..Subject::node(&self.node)
+        let subject = if rule == "disk_usage" {
+            Subject::mount(&self.node, "/")
+        } else {
+            Subject::node(&self.node)
         };
-        self.engine.open_issue(&IssueKey { rule, subject })
+        self.engine.open_issue(&IssueKey {
+            rule: crate::rules::RuleName::parse(rule),
+            subject,
+        })
     }
 }
 
@@ -266,7 +269,7 @@ fn disk_usage_opens_after_a_minute_over_and_closes_at_once() {
     let Event::Issue(event) = &opened[0] else {
         unreachable!()
     };
-    assert_eq!(event.issue.key.subject.mount, "/");
+    assert_eq!(event.issue.key.subject.mount_name(), Some("/"));
     assert!(
         event
             .issue
@@ -365,7 +368,7 @@ fn a_gap_in_samples_neither_opens_nor_closes() {
 
 // Severity tiers: one issue moves between tiers with `updated`, never a new issue.
 // Falling back, a tier holds while the value is over the tier beneath it (see
-// `detect::tier_severity`): 87 % is under warning's 88 % but over info's 85 %, so an
+// `rules::threshold::tier_severity`): 87 % is under warning's 88 % but over info's 85 %, so an
 // error issue drops to warning, not to info.
 #[test]
 fn severity_tiers_update_one_issue_and_step_down_with_hysteresis() {
@@ -439,7 +442,7 @@ fn a_tier_holds_while_the_value_stays_over_the_tier_beneath() {
             ("updated", Severity::Warning),
         ]
     );
-    let issue = timeline.open(detect::MEMORY_USAGE).unwrap();
+    let issue = timeline.open("memory_usage").unwrap();
     assert!(
         issue
             .message

@@ -14,12 +14,22 @@ fn issue_subject(issue: &Issue) -> String {
     subject(&issue.tenant, &issue.cluster, &issue.node, &issue.mount)
 }
 
+/// `mount:/data`, `es_node:es-1`; "-" when the issue is about a whole node or cluster.
+fn issue_resource(issue: &Issue) -> String {
+    if issue.resource_kind.is_empty() {
+        "-".to_owned()
+    } else {
+        format!("{}:{}", issue.resource_kind, issue.resource)
+    }
+}
+
 pub(crate) fn table(issues: &[Issue]) -> Rows {
     let mut rows = Rows::new(vec![
         "ID",
         "SEVERITY",
         "RULE",
         "SUBJECT",
+        "RESOURCE",
         "VALUE",
         "THRESHOLD",
         "OPENED",
@@ -31,6 +41,7 @@ pub(crate) fn table(issues: &[Issue]) -> Rows {
             cell_name(severity_name(issue.severity)),
             issue.rule.clone(),
             issue_subject(issue),
+            issue_resource(issue),
             number(issue.value),
             number(issue.threshold),
             time_cell(issue.opened_unix_ms),
@@ -48,6 +59,8 @@ pub(crate) fn issue_json(issue: &Issue) -> Value {
     object.insert("cluster".into(), issue.cluster.clone().into());
     object.insert("node".into(), issue.node.clone().into());
     object.insert("mount".into(), issue.mount.clone().into());
+    object.insert("resource_kind".into(), issue.resource_kind.clone().into());
+    object.insert("resource".into(), issue.resource.clone().into());
     object.insert("subject".into(), issue_subject(issue).into());
     object.insert("severity".into(), severity_name(issue.severity).into());
     object.insert("state".into(), issue_state_name(issue.state).into());
@@ -167,6 +180,8 @@ pub(crate) mod tests {
             message: "disk / on node-a is 13.2 % used (threshold 1 %)".into(),
             remedy: "remove data or increase the disk size".into(),
             updated_unix_ms: 1_700_000_000_000,
+            resource_kind: "mount".into(),
+            resource: "/".into(),
         }
     }
 
@@ -196,6 +211,7 @@ pub(crate) mod tests {
                 "SEVERITY",
                 "RULE",
                 "SUBJECT",
+                "RESOURCE",
                 "VALUE",
                 "THRESHOLD",
                 "OPENED",
@@ -209,6 +225,7 @@ pub(crate) mod tests {
                 "warning",
                 "disk_usage",
                 "acme/e2e/node-a:/",
+                "mount:/",
                 "13.2",
                 "1",
                 "2023-11-14T22:13:20Z",
@@ -223,6 +240,8 @@ pub(crate) mod tests {
         assert_eq!(value["state"], "open");
         assert_eq!(value["severity"], "warning");
         assert_eq!(value["subject"], "acme/e2e/node-a:/");
+        assert_eq!(value["resource_kind"], "mount");
+        assert_eq!(value["resource"], "/");
         assert_eq!(value["opened"], "2023-11-14T22:13:20.000Z");
         assert_eq!(value["opened_unix_ms"], 1_700_000_000_000_i64);
         assert_eq!(value["closed"], Value::Null);

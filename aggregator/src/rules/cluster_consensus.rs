@@ -1,4 +1,5 @@
-//! `cluster_consensus`: whether the nodes of one cluster agree on who is in it (DESIGN §6).
+//! `cluster_consensus`: whether the nodes of one cluster agree on who is in it (DESIGN §6);
+//! its config, its judgement, its window and its evidence.
 //!
 //! Each node's latest gossip view is normalized to the set of (member id, state, alive),
 //! without endpoints, epochs, timestamps or checkpoints, which change on every sample. The
@@ -15,16 +16,82 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::config::ClusterConsensusConfig;
+use serde::Deserialize;
+
+use super::Rule;
+use crate::explain::{self, Evidence, MemberEvidence, NodeEvidence, RuleCondition, WindowSpan};
 use crate::issue::{Condition, Finding};
-use crate::model::{GossipReading, Timestamp};
+use crate::model::{GossipReading, Severity, Timestamp};
 
-pub const CLUSTER_CONSENSUS: &str = "cluster_consensus";
+#[derive(Debug)]
+pub struct ClusterConsensus;
 
-const REMEDY: &str = "check the named nodes: that the database runs on each, its logs, and \
-     the network between them (a node that sees another leader, or misses a member, is \
-     often cut off from the others); a failed query means the agent cannot reach its \
-     local node";
+/// `[rules.cluster_consensus]`: every node of a cluster must see the same members (id,
+/// state, alive) and the same single leader, and every node's gossip query must succeed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConsensusConfig {
+    pub enabled: bool,
+    /// How long a disagreement must last before the issue opens (aggregator clock).
+    #[serde(with = "humantime_serde")]
+    pub open_for: Duration,
+    /// How long agreement must last before it closes.
+    #[serde(with = "humantime_serde")]
+    pub close_for: Duration,
+    pub severity: Severity,
+    #[serde(with = "humantime_serde")]
+    pub renotify: Duration,
+    /// A node that sent no gossip view for this many × its gossip interval counts as a
+    /// failed query.
+    pub missed_intervals: u32,
+}
+
+impl Default for ClusterConsensusConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            open_for: Duration::from_secs(60),
+            close_for: Duration::ZERO,
+            severity: Severity::Error,
+            renotify: Duration::from_secs(3600),
+            missed_intervals: 3,
+        }
+    }
+}
+
+impl Rule for ClusterConsensus {
+    const NAME: &'static str = "cluster_consensus";
+    const REMEDY: &'static str = "check the named nodes: that the database runs on each, its \
+         logs, and the network between them (a node that sees another leader, or misses a \
+         member, is often cut off from the others); a failed query means the agent cannot \
+         reach its local node";
+    type Config = ClusterConsensusConfig;
+    type File = ClusterConsensusConfig;
+
+    fn defaults() -> ClusterConsensusConfig {
+        ClusterConsensusConfig::default()
+    }
+
+    fn config(file: ClusterConsensusConfig) -> ClusterConsensusConfig {
+        file
+    }
+
+    fn validate(config: &ClusterConsensusConfig, errors: &mut Vec<String>) {
+        if config.missed_intervals == 0 {
+            errors.push(
+                "config: rules.cluster_consensus.missed_intervals: must be at least 1".into(),
+            );
+        }
+    }
+
+    fn enabled(config: &ClusterConsensusConfig) -> bool {
+        config.enabled
+    }
+
+    fn renotify(config: &ClusterConsensusConfig) -> Duration {
+        config.renotify
+    }
+}
 
 /// What the aggregator has of one node of the cluster.
 #[derive(Debug, Clone, Copy)]
@@ -309,7 +376,7 @@ impl ConsensusWindow {
                         value: *n_nodes as f64,
                         threshold: 0.0,
                         message: format!("the nodes disagree{held_phrase}: {message}"),
-                        remedy: REMEDY.to_owned(),
+                        remedy: ClusterConsensus::REMEDY.to_owned(),
                     })
                 })
             }
@@ -342,6 +409,102 @@ impl ConsensusWindow {
     /// Whether a disagreement is being timed (so the clock alone may open an issue).
     pub fn disagreeing(&self) -> bool {
         self.disagree_since.is_some()
+    }
+}
+
+/// Why a consensus issue opened (or, `closing`, closed) at `now`, from `views`; `since`
+/// is when the disagreement (or the agreement) began; `message` is the finding's.
+#[allow(clippy::too_many_arguments)]
+pub fn evidence(
+    cluster: &str,
+    views: &[NodeView<'_>],
+    config: &ClusterConsensusConfig,
+    since: Option<Timestamp>,
+    closing: bool,
+    severity: Severity,
+    message: &str,
+    now: Timestamp,
+) -> Evidence {
+    let nodes: Vec<NodeEvidence> = views
+        .iter()
+        .take(explain::MAX_NODES)
+        .map(node_evidence)
+        .collect();
+    let text = if closing {
+        format!(
+            "every node's gossip query succeeds and all normalized views are equal{}",
+            explain::for_phrase(config.close_for)
+        )
+    } else {
+        format!(
+            "a node's gossip query failed, or the normalized views differ{}",
+            explain::for_phrase(config.open_for)
+        )
+    };
+    Evidence {
+        rule: ClusterConsensus::NAME.to_owned(),
+        decided_at_ms: now.as_unix_ms(),
+        severity,
+        measured: format!("the gossip views of the nodes of {cluster}"),
+        detail: message.to_owned(),
+        condition: RuleCondition {
+            text,
+            comparator: String::new(),
+            threshold: 0.0,
+            unit: "nodes".to_owned(),
+            tiers: Vec::new(),
+            tier_threshold: 0.0,
+        },
+        window: WindowSpan {
+            open_for_ms: explain::millis(config.open_for),
+            close_for_ms: explain::millis(config.close_for),
+            from_ms: since.unwrap_or(now).as_unix_ms(),
+            to_ms: now.as_unix_ms(),
+            clock: "aggregator".to_owned(),
+        },
+        samples: Vec::new(),
+        samples_elided: 0,
+        silence: None,
+        nodes_elided: (views.len() - nodes.len()) as u64,
+        nodes,
+    }
+}
+
+fn node_evidence(view: &NodeView<'_>) -> NodeEvidence {
+    let (outcome, error, members, leaders) = match view.observed {
+        Observed::View(reading) => match &reading.outcome {
+            Ok(members) => {
+                let (normalized, leaders) = normalized_view(reading, members);
+                let members = normalized
+                    .into_iter()
+                    .map(|(id, state, alive)| MemberEvidence { id, state, alive })
+                    .collect();
+                (
+                    "view",
+                    String::new(),
+                    members,
+                    leaders.into_iter().collect(),
+                )
+            }
+            Err(error) => ("failed", error.clone(), Vec::new(), Vec::new()),
+        },
+        Observed::Silent(for_how_long) => (
+            "silent",
+            format!(
+                "no gossip view for {}",
+                humantime::format_duration(Duration::from_secs(for_how_long.as_secs()))
+            ),
+            Vec::new(),
+            Vec::new(),
+        ),
+        Observed::Pending => ("pending", String::new(), Vec::new(), Vec::new()),
+    };
+    NodeEvidence {
+        node: view.node.to_owned(),
+        outcome: outcome.to_owned(),
+        error,
+        members,
+        leaders,
     }
 }
 
