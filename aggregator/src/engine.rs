@@ -385,7 +385,21 @@ impl Engine {
             rule: RuleId::ClusterConsensus.into(),
             subject: Subject::cluster(&cluster.0, &cluster.1, None),
         };
-        let mut event = self.issues.apply(&key, condition, now)?;
+        // An open issue whose disagreement changed (another node fails, say) is told so;
+        // the same disagreement again is not news.
+        let changed = window.disagreement_changed(&judgement);
+        let mut event = match condition {
+            Condition::Breach(finding)
+                if changed
+                    && self
+                        .issues
+                        .get(&key)
+                        .is_some_and(|open| open.severity == finding.severity) =>
+            {
+                self.issues.change(&key, finding, now)?
+            }
+            condition => self.issues.apply(&key, condition, now)?,
+        };
         let closing = event.kind == IssueEventKind::Closed;
         let since = self.consensus.get(cluster).and_then(|window| {
             if closing {
@@ -434,7 +448,8 @@ impl Engine {
     }
 
     /// A node's gossip as the consensus rule counts it: its latest view while fresh, a
-    /// failed query once it is late by the rule's allowance, pending before its first.
+    /// failed query once it is late by the rule's allowance (its agent silent, when
+    /// nothing at all came from it for as long), pending before its first.
     fn observed<'a>(&self, node: &'a NodeState, now: Timestamp) -> Observed<'a> {
         let allowed = node
             .gossip_interval()
@@ -442,8 +457,19 @@ impl Engine {
         let arrived = self.gossip_arrived.get(&node.key).copied();
         let since = arrived.unwrap_or(node.first_seen).max(self.started_at);
         let silent_for = now.since(since);
+        let agent_silent_for = now.since(
+            node.last_seen
+                .unwrap_or(node.first_seen)
+                .max(self.started_at),
+        );
         match (&node.latest_gossip, arrived) {
-            _ if silent_for >= allowed && !allowed.is_zero() => Observed::Silent(silent_for),
+            _ if silent_for >= allowed && !allowed.is_zero() => {
+                if agent_silent_for >= allowed {
+                    Observed::AgentSilent(agent_silent_for)
+                } else {
+                    Observed::NoView(silent_for)
+                }
+            }
             (Some((_, view)), Some(_)) => Observed::View(view),
             _ => Observed::Pending,
         }
@@ -462,7 +488,10 @@ impl Engine {
                 .consensus
                 .get(&cluster)
                 .is_some_and(ConsensusWindow::disagreeing);
-            let late = matches!(self.observed(node, now), Observed::Silent(_));
+            let late = matches!(
+                self.observed(node, now),
+                Observed::NoView(_) | Observed::AgentSilent(_)
+            );
             if timed || late {
                 clusters.push(cluster);
             }

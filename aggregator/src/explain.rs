@@ -267,12 +267,13 @@ pub fn follow(
     }
 }
 
-/// Puts what `evidence` builds into `event`'s issue: an opening or a severity change
-/// replaces why it is open (in the book too, so later events carry it); a close adds why
+/// Puts what `evidence` builds into `event`'s issue: an opening, a severity change or a
+/// changed finding replaces why it is open (in the book too, so later events carry it); a close adds why
 /// it closed to the last open explanation. Reminders change nothing.
 pub fn attach(book: &mut IssueBook, event: &mut IssueEvent, evidence: impl FnOnce() -> Evidence) {
     match event.kind {
-        IssueEventKind::Opened | IssueEventKind::Updated(UpdateReason::Severity) => {
+        IssueEventKind::Opened
+        | IssueEventKind::Updated(UpdateReason::Severity | UpdateReason::Changed) => {
             let explanation = Box::new(Explanation {
                 opened: Some(evidence()),
                 closed: None,

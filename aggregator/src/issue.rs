@@ -55,6 +55,8 @@ pub enum UpdateReason {
     Severity,
     /// Still open after `renotify`.
     Reminder,
+    /// The same severity, but what was found changed (e.g. which nodes disagree).
+    Changed,
 }
 
 impl UpdateReason {
@@ -62,6 +64,7 @@ impl UpdateReason {
         match self {
             UpdateReason::Severity => "severity",
             UpdateReason::Reminder => "reminder",
+            UpdateReason::Changed => "changed",
         }
     }
 }
@@ -181,6 +184,23 @@ impl IssueBook {
             }
             (Condition::Clear(_), None) => None,
         }
+    }
+
+    /// What was found on the open issue of `key` changed at the same severity (for a rule
+    /// that says when that is news): an `updated` event with the new finding.
+    pub fn change(
+        &mut self,
+        key: &IssueKey,
+        finding: Finding,
+        now: Timestamp,
+    ) -> Option<IssueEvent> {
+        let issue = self.open.get_mut(key)?;
+        update(issue, finding, now);
+        Some(event(
+            IssueEventKind::Updated(UpdateReason::Changed),
+            now,
+            issue.clone(),
+        ))
     }
 
     /// Reminders for open issues whose latest event is at least `renotify(rule)` old

@@ -657,10 +657,11 @@ fn record_issue_event(transaction: &Transaction<'_>, event: &IssueEvent) -> Resu
     Ok(())
 }
 
-/// Writes the issue's explanation when an event changed it (opened, severity, closed).
+/// Writes the issue's explanation when an event changed it (opened, severity, changed,
+/// closed).
 fn record_explanation(transaction: &Transaction<'_>, event: &IssueEvent) -> Result<(), StoreError> {
     let (IssueEventKind::Opened
-    | IssueEventKind::Updated(UpdateReason::Severity)
+    | IssueEventKind::Updated(UpdateReason::Severity | UpdateReason::Changed)
     | IssueEventKind::Closed) = event.kind
     else {
         return Ok(());
@@ -895,6 +896,7 @@ fn get_issue(
             ("opened", _) => IssueEventKind::Opened,
             ("closed", _) => IssueEventKind::Closed,
             (_, "reminder") => IssueEventKind::Updated(UpdateReason::Reminder),
+            (_, "changed") => IssueEventKind::Updated(UpdateReason::Changed),
             _ => IssueEventKind::Updated(UpdateReason::Severity),
         };
         events.push(StoredIssueEvent {

@@ -2,16 +2,21 @@
 //! its config, its judgement, its window and its evidence.
 //!
 //! Each node's latest gossip view is normalized to the set of (member id, state, alive),
-//! without endpoints, epochs, timestamps or checkpoints, which change on every sample. The
-//! cluster agrees when every node's query succeeded, all normalized views are equal, and
-//! they name exactly one leader, the same one. A node whose agent went silent counts as a
-//! failed query. A single-node cluster only needs its query to succeed. When they
-//! disagree, the message says which nodes disagree and how.
+//! without endpoints, epochs, timestamps or checkpoints, which change on every sample, and
+//! with states in one vocabulary (EventStoreDB 5.x's Master/Slave/PreMaster are 20.x's
+//! Leader/Follower/PreLeader: a rolling upgrade is no disagreement). The cluster agrees
+//! when every node's query succeeded, all normalized views are equal, and they name
+//! exactly one alive leader, the same one (a Leader that is not alive leads nothing). A
+//! node without a view for too long counts as a failed query: "no gossip view" while its
+//! agent reports, "agent silent" when nothing at all came from it. A single-node cluster
+//! only needs its query to succeed. When they disagree, the message says which nodes
+//! disagree and how, naming members by endpoint and instance id.
 //!
 //! `judge` compares views; `ConsensusWindow` times a cluster's disagreement on the
 //! aggregator's clock (views come from different agents, so no single agent's clock can
-//! say how long they have disagreed). Gathering the views is `engine`'s business; opening
-//! and closing the issue is `issue`'s. No I/O, no clock.
+//! say how long they have disagreed) and says when an open disagreement changed (the
+//! issue is then updated). Gathering the views is `engine`'s business; opening and
+//! closing the issue is `issue`'s. No I/O, no clock.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -21,7 +26,7 @@ use serde::Deserialize;
 use super::Rule;
 use crate::explain::{self, Evidence, MemberEvidence, NodeEvidence, RuleCondition, WindowSpan};
 use crate::issue::{Condition, Finding};
-use crate::model::{GossipReading, Severity, Timestamp};
+use crate::model::{GossipMember, GossipReading, Severity, Timestamp};
 
 #[derive(Debug)]
 pub struct ClusterConsensus;
@@ -98,8 +103,10 @@ impl Rule for ClusterConsensus {
 pub enum Observed<'a> {
     /// Its latest gossip view, fresh enough to count.
     View(&'a GossipReading),
-    /// No gossip view for this long: counted as a failed query.
-    Silent(Duration),
+    /// Its agent reports, but no gossip view for this long: counted as a failed query.
+    NoView(Duration),
+    /// Its agent sent nothing at all for this long: counted as a failed query.
+    AgentSilent(Duration),
     /// It has not sent a view yet but is not late either (e.g. just after a restart):
     /// nothing can be decided until it does.
     Pending,
@@ -121,6 +128,9 @@ pub enum Judgement {
     Disagree {
         message: String,
         n_nodes: usize,
+        /// The disagreement without how long anything has lasted: when it differs from
+        /// the one an open issue stated, the issue is updated.
+        signature: String,
     },
     /// A node has not reported yet: neither agreement nor disagreement can be shown.
     Undecided,
@@ -129,40 +139,114 @@ pub enum Judgement {
 /// A view reduced to what must agree: (member id, state, alive).
 type Normalized = BTreeSet<(String, String, bool)>;
 
-fn normalize(members: &[crate::model::GossipMember]) -> Normalized {
+/// A node state in one vocabulary, EventStoreDB 20.x's: during a rolling upgrade from
+/// 5.x, a 5.x node says Master where the others say Leader for the same member.
+fn canonical_state(state: &str) -> &str {
+    match state {
+        "Master" => "Leader",
+        "Slave" => "Follower",
+        "PreMaster" => "PreLeader",
+        "ReadOnlyMasterless" => "ReadOnlyLeaderless",
+        // Every other state has the same name in both (Initializing, Unknown,
+        // PreReplica, CatchingUp, Clone, Manager, ShuttingDown, Shutdown, ...), and other
+        // databases' states are their own.
+        same => same,
+    }
+}
+
+fn normalize(members: &[GossipMember]) -> Normalized {
     members
         .iter()
         .map(|member| {
             (
                 member.instance_id.clone(),
-                member.state.clone(),
+                canonical_state(&member.state).to_owned(),
                 member.alive,
             )
         })
         .collect()
 }
 
+fn is_leader(member: &GossipMember) -> bool {
+    canonical_state(&member.state).eq_ignore_ascii_case("leader")
+}
+
 /// The members a view names as leader: its `leader_id`, and any member whose state is
-/// "Leader" (EventStoreDB's name for it).
-fn leaders(view: &GossipReading, members: &[crate::model::GossipMember]) -> BTreeSet<String> {
+/// Leader, when alive: a dead leader leads nothing.
+fn leaders(view: &GossipReading, members: &[GossipMember]) -> BTreeSet<String> {
     let mut leaders: BTreeSet<String> = members
         .iter()
-        .filter(|member| member.state.eq_ignore_ascii_case("leader"))
+        .filter(|member| member.alive && is_leader(member))
         .map(|member| member.instance_id.clone())
         .collect();
-    if !view.leader_id.is_empty() {
+    let leader_listed_dead = members
+        .iter()
+        .any(|member| member.instance_id == view.leader_id && !member.alive);
+    if !view.leader_id.is_empty() && !leader_listed_dead {
         leaders.insert(view.leader_id.clone());
     }
     leaders
+}
+
+/// The members a view calls Leader although they are not alive.
+fn dead_leaders(members: &[GossipMember]) -> BTreeSet<String> {
+    members
+        .iter()
+        .filter(|member| !member.alive && is_leader(member))
+        .map(|member| member.instance_id.clone())
+        .collect()
 }
 
 /// A successful view as consensus compares it: the normalized (member id, state, alive)
 /// set and the members it names as leader. For explanations.
 pub fn normalized_view(
     view: &GossipReading,
-    members: &[crate::model::GossipMember],
+    members: &[GossipMember],
 ) -> (BTreeSet<(String, String, bool)>, BTreeSet<String>) {
     (normalize(members), leaders(view, members))
+}
+
+/// One node's successful view, as compared.
+struct Compared {
+    normalized: Normalized,
+    leaders: BTreeSet<String>,
+    dead_leaders: BTreeSet<String>,
+}
+
+/// How messages name a member: by endpoint and instance id, `10.0.0.3:2113 (4f6c…)`;
+/// by id alone when no view gave its endpoint.
+struct Names<'a>(BTreeMap<&'a str, &'a str>);
+
+impl<'a> Names<'a> {
+    fn of(views: &[NodeView<'a>]) -> Self {
+        let mut endpoints = BTreeMap::new();
+        for view in views {
+            if let Observed::View(GossipReading {
+                outcome: Ok(members),
+                ..
+            }) = view.observed
+            {
+                for member in members.iter().filter(|member| !member.endpoint.is_empty()) {
+                    endpoints
+                        .entry(member.instance_id.as_str())
+                        .or_insert(member.endpoint.as_str());
+                }
+            }
+        }
+        Self(endpoints)
+    }
+
+    fn member(&self, id: &str) -> String {
+        match self.0.get(id) {
+            Some(endpoint) => format!("{endpoint} ({id})"),
+            None => id.to_owned(),
+        }
+    }
+
+    fn members<'i>(&self, ids: impl IntoIterator<Item = &'i String>) -> String {
+        let names: Vec<String> = ids.into_iter().map(|id| self.member(id)).collect();
+        names.join(", ")
+    }
 }
 
 /// Compares the views of every node of one cluster.
@@ -174,35 +258,61 @@ pub fn judge(views: &[NodeView<'_>]) -> Judgement {
     {
         return Judgement::Undecided;
     }
+    let names = Names::of(views);
     let mut problems = Vec::new();
+    // The problems without durations, which change on every judgement.
+    let mut signature = Vec::new();
     let mut n_failed = 0;
-    // The successful views: node → (normalized view, leaders).
-    let mut ok: BTreeMap<&str, (Normalized, BTreeSet<String>)> = BTreeMap::new();
+    // The successful views, by node.
+    let mut ok: BTreeMap<&str, Compared> = BTreeMap::new();
     for view in views {
+        let whole_seconds = |duration: Duration| {
+            humantime::format_duration(Duration::from_secs(duration.as_secs()))
+        };
         match view.observed {
             Observed::View(reading) => match &reading.outcome {
                 Ok(members) => {
-                    ok.insert(view.node, (normalize(members), leaders(reading, members)));
+                    let compared = Compared {
+                        normalized: normalize(members),
+                        leaders: leaders(reading, members),
+                        dead_leaders: dead_leaders(members),
+                    };
+                    ok.insert(view.node, compared);
                 }
                 Err(error) => {
                     n_failed += 1;
-                    problems.push(format!("node {}: gossip query failed: {error}", view.node));
+                    let problem = format!("node {}: gossip query failed: {error}", view.node);
+                    signature.push(problem.clone());
+                    problems.push(problem);
                 }
             },
-            Observed::Silent(for_how_long) => {
+            Observed::NoView(for_how_long) => {
                 n_failed += 1;
                 problems.push(format!(
-                    "node {}: gossip query failed: no gossip view for {}",
+                    "node {}: no gossip view for {}",
                     view.node,
-                    humantime::format_duration(Duration::from_secs(for_how_long.as_secs()))
+                    whole_seconds(for_how_long)
                 ));
+                signature.push(format!("node {}: no gossip view", view.node));
+            }
+            Observed::AgentSilent(for_how_long) => {
+                n_failed += 1;
+                problems.push(format!(
+                    "node {}: agent silent for {}",
+                    view.node,
+                    whole_seconds(for_how_long)
+                ));
+                signature.push(format!("node {}: agent silent", view.node));
             }
             Observed::Pending => {}
         }
     }
     // A single node has no one to disagree with.
     let n_at_fault = if views.len() > 1 {
-        n_failed + compare(&ok, &mut problems)
+        let before = problems.len();
+        let n_differing = compare(&ok, &names, &mut problems);
+        signature.extend(problems[before..].iter().cloned());
+        n_failed + n_differing
     } else {
         n_failed
     };
@@ -212,31 +322,40 @@ pub fn judge(views: &[NodeView<'_>]) -> Judgement {
         Judgement::Disagree {
             message: problems.join("; "),
             n_nodes: n_at_fault,
+            signature: signature.join("; "),
         }
     }
 }
 
 /// Describes how the successful views differ; returns how many nodes are outside the
-/// largest group of identical views (or name no single leader).
-fn compare(
-    ok: &BTreeMap<&str, (Normalized, BTreeSet<String>)>,
-    problems: &mut Vec<String>,
-) -> usize {
+/// largest group of identical views (or name no single live leader).
+fn compare(ok: &BTreeMap<&str, Compared>, names: &Names<'_>, problems: &mut Vec<String>) -> usize {
     let mut leader_faults = BTreeSet::new();
-    for (node, (_, leaders)) in ok {
-        match leaders.len() {
+    for (node, view) in ok {
+        match view.leaders.len() {
             1 => {}
             0 => {
                 leader_faults.insert(*node);
-                problems.push(format!("node {node} names no leader"));
+                if view.dead_leaders.is_empty() {
+                    problems.push(format!("node {node} names no leader"));
+                } else {
+                    let verb = if view.dead_leaders.len() == 1 {
+                        "is"
+                    } else {
+                        "are"
+                    };
+                    problems.push(format!(
+                        "node {node} names no live leader ({} {verb} Leader but dead)",
+                        names.members(&view.dead_leaders)
+                    ));
+                }
             }
             _ => {
                 leader_faults.insert(*node);
-                let names: Vec<&str> = leaders.iter().map(String::as_str).collect();
                 problems.push(format!(
                     "node {node} names {} leaders: {}",
-                    leaders.len(),
-                    names.join(", ")
+                    view.leaders.len(),
+                    names.members(&view.leaders)
                 ));
             }
         }
@@ -245,22 +364,23 @@ fn compare(
     // Every member any node lists, and how each node sees it.
     let member_ids: BTreeSet<&str> = ok
         .values()
-        .flat_map(|(view, _)| view.iter().map(|(id, _, _)| id.as_str()))
+        .flat_map(|view| view.normalized.iter().map(|(id, _, _)| id.as_str()))
         .collect();
     let mut member_differences = false;
     for member in member_ids {
         let mut seen_as: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-        for (node, (view, _)) in ok {
-            let how = view
-                .iter()
-                .find(|(id, _, _)| id == member)
-                .map(|(_, state, alive)| {
-                    if *alive {
-                        state.clone()
-                    } else {
-                        format!("{state} (dead)")
-                    }
-                });
+        for (node, view) in ok {
+            let how =
+                view.normalized
+                    .iter()
+                    .find(|(id, _, _)| id == member)
+                    .map(|(_, state, alive)| {
+                        if *alive {
+                            state.clone()
+                        } else {
+                            format!("{state} (dead)")
+                        }
+                    });
             seen_as
                 .entry(how.unwrap_or_default())
                 .or_default()
@@ -268,17 +388,16 @@ fn compare(
         }
         if seen_as.len() > 1 {
             member_differences = true;
-            problems.push(describe_groups(member, seen_as));
+            problems.push(describe_groups(&names.member(member), seen_as));
         }
     }
 
     // Same members, states and liveness, but a different leader named.
     if !member_differences {
         let mut named: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-        for (node, (_, leaders)) in ok {
-            if leaders.len() == 1 {
-                let leader = leaders.iter().next().cloned().unwrap_or_default();
-                named.entry(leader).or_default().push(node);
+        for (node, view) in ok {
+            if let (1, Some(leader)) = (view.leaders.len(), view.leaders.first()) {
+                named.entry(names.member(leader)).or_default().push(node);
             }
         }
         if named.len() > 1 {
@@ -299,8 +418,8 @@ fn compare(
 
     // Faults: nodes outside the largest group of identical views, plus leader faults.
     let mut groups: BTreeMap<(&Normalized, &BTreeSet<String>), usize> = BTreeMap::new();
-    for (view, leaders) in ok.values() {
-        *groups.entry((view, leaders)).or_default() += 1;
+    for view in ok.values() {
+        *groups.entry((&view.normalized, &view.leaders)).or_default() += 1;
     }
     let largest = groups.values().copied().max().unwrap_or(0);
     let outside = ok.len() - largest;
@@ -345,6 +464,8 @@ fn nodes_phrase(nodes: &[&str], singular_verb: &str, plural_verb: &str) -> Strin
 pub struct ConsensusWindow {
     disagree_since: Option<Timestamp>,
     agree_since: Option<Timestamp>,
+    /// The signature of the disagreement last concluded while disagreeing.
+    reported: Option<String>,
 }
 
 impl ConsensusWindow {
@@ -358,7 +479,9 @@ impl ConsensusWindow {
     ) -> Option<Condition> {
         match judgement {
             Judgement::Undecided => None,
-            Judgement::Disagree { message, n_nodes } => {
+            Judgement::Disagree {
+                message, n_nodes, ..
+            } => {
                 self.agree_since = None;
                 let since = *self.disagree_since.get_or_insert(now);
                 let held = now.since(since);
@@ -382,6 +505,7 @@ impl ConsensusWindow {
             }
             Judgement::Agree => {
                 self.disagree_since = None;
+                self.reported = None;
                 let since = *self.agree_since.get_or_insert(now);
                 (now.since(since) >= config.close_for).then(|| {
                     Condition::Clear(Finding {
@@ -395,6 +519,18 @@ impl ConsensusWindow {
                 })
             }
         }
+    }
+
+    /// Records the disagreement a concluded breach states; true when it differs from the
+    /// one concluded before (so an open issue should say so). The first one recorded, also
+    /// after a restart, is not a change.
+    pub fn disagreement_changed(&mut self, judgement: &Judgement) -> bool {
+        let Judgement::Disagree { signature, .. } = judgement else {
+            return false;
+        };
+        self.reported
+            .replace(signature.clone())
+            .is_some_and(|previous| previous != *signature)
     }
 
     /// When the current disagreement, or agreement, began (aggregator clock).
@@ -488,10 +624,19 @@ fn node_evidence(view: &NodeView<'_>) -> NodeEvidence {
             }
             Err(error) => ("failed", error.clone(), Vec::new(), Vec::new()),
         },
-        Observed::Silent(for_how_long) => (
+        Observed::NoView(for_how_long) => (
             "silent",
             format!(
                 "no gossip view for {}",
+                humantime::format_duration(Duration::from_secs(for_how_long.as_secs()))
+            ),
+            Vec::new(),
+            Vec::new(),
+        ),
+        Observed::AgentSilent(for_how_long) => (
+            "silent",
+            format!(
+                "agent silent for {}",
                 humantime::format_duration(Duration::from_secs(for_how_long.as_secs()))
             ),
             Vec::new(),
