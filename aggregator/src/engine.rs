@@ -20,7 +20,7 @@ use crate::model::{
 use crate::rules::cluster_consensus::{self, ConsensusWindow, NodeView, Observed};
 use crate::rules::node_silent;
 use crate::rules::threshold::{self, Measurement};
-use crate::rules::{Describe, Metric, RuleId, RulesConfig};
+use crate::rules::{Describe, Metric, RuleId, RulesConfig, Scope};
 use crate::window::ConditionWindow;
 
 /// The host interval assumed for a node whose Hello named none (the agent's default).
@@ -186,6 +186,9 @@ pub struct Engine {
     /// The threshold rules' windows, per node: found once per batch, then by rule and
     /// mount among a handful, so a sample costs no allocation and no key hashing.
     windows: HashMap<NodeKey, NodeWindows>,
+    /// The windows of cluster-level values (`Scope::Cluster`), per cluster, whichever
+    /// agent reported them.
+    cluster_windows: HashMap<ClusterKey, Vec<RuleWindow>>,
     /// When each node's latest gossip view arrived (aggregator clock).
     gossip_arrived: HashMap<NodeKey, Timestamp>,
     consensus: HashMap<ClusterKey, ConsensusWindow>,
@@ -208,6 +211,7 @@ impl Engine {
                 .map(|node| (node.key.clone(), node))
                 .collect(),
             windows: HashMap::new(),
+            cluster_windows: HashMap::new(),
             gossip_arrived: HashMap::new(),
             consensus: HashMap::new(),
             issues: IssueBook::restore(open_issues),
@@ -324,6 +328,7 @@ impl Engine {
                     max_gap: self.rules.max_gap(node.interval_of(&sample.reading)),
                 };
                 let (rules, issues) = (&self.rules, &mut self.issues);
+                let cluster_windows = &mut self.cluster_windows;
                 let events = &mut outcome.events;
                 rules.measure(&sample.reading, &mut |rule, metric, describe| {
                     let measured = Measured {
@@ -331,6 +336,7 @@ impl Engine {
                         metric,
                         describe,
                     };
+                    let windows = windows_of(windows, cluster_windows, key, metric.scope);
                     events.extend(observe(rules, issues, windows, key, measured, moment));
                 });
             }
@@ -610,12 +616,16 @@ impl Engine {
         self.issues.get(key)
     }
 
-    /// The window of a threshold rule on one subject, if a sample has moved it.
+    /// The window of a rule decided by samples on one subject, if a sample has moved it.
     pub fn window(&self, key: &IssueKey) -> Option<&ConditionWindow> {
-        let node = key.subject.node_key()?;
-        self.windows
-            .get(&node)?
-            .rules
+        let windows = match key.subject.node_key() {
+            Some(node) => &self.windows.get(&node)?.rules,
+            None => {
+                let cluster = (key.subject.tenant.clone(), key.subject.cluster.clone());
+                self.cluster_windows.get(&cluster)?
+            }
+        };
+        windows
             .iter()
             .find(|rule_window| rule_window.key == *key)
             .map(|rule_window| &rule_window.window)
@@ -648,10 +658,27 @@ struct Measured<'a, 'd> {
     describe: Describe<'d>,
 }
 
-/// Moves the window of a measured value's rule and subject of `node` and, when the window
-/// decides something, the issue; returns the issue's event. A sample that decides
-/// nothing (most of a healthy fleet's) allocates nothing: the window is found among the
-/// node's handful by rule and resource, and the words are made only for a decision.
+/// The windows a value of `scope` reported by `node` moves: the node's own, or its
+/// cluster's.
+fn windows_of<'w>(
+    node_windows: &'w mut Vec<RuleWindow>,
+    cluster_windows: &'w mut HashMap<ClusterKey, Vec<RuleWindow>>,
+    node: &NodeKey,
+    scope: Scope,
+) -> &'w mut Vec<RuleWindow> {
+    match scope {
+        Scope::Node => node_windows,
+        Scope::Cluster => cluster_windows
+            .entry((node.tenant.clone(), node.cluster.clone()))
+            .or_default(),
+    }
+}
+
+/// Moves the window of a measured value's rule and subject (of `node`, or of its cluster)
+/// and, when the window decides something, the issue; returns the issue's event. A node's
+/// sample that decides nothing (most of a healthy fleet's) allocates nothing: the window
+/// is found among the node's handful by rule and resource, and the words are made only
+/// for a decision. (A cluster's windows are found by the cluster's key, made per value.)
 fn observe(
     rules: &RulesConfig,
     issues: &mut IssueBook,
@@ -671,9 +698,12 @@ fn observe(
     }) {
         Some(index) => index,
         None => {
-            let subject = match metric.resource {
-                Some(resource) => Subject::resource_of_node(node, resource),
-                None => Subject::node(node),
+            let subject = match (metric.scope, metric.resource) {
+                (Scope::Node, Some(resource)) => Subject::resource_of_node(node, resource),
+                (Scope::Node, None) => Subject::node(node),
+                (Scope::Cluster, resource) => {
+                    Subject::cluster(&node.tenant, &node.cluster, resource)
+                }
             };
             windows.push(RuleWindow {
                 rule,

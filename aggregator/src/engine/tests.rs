@@ -161,6 +161,67 @@ fn quiet_rules() -> RulesConfig {
     rules
 }
 
+// ---- cluster-level values --------------------------------------------------------------
+
+/// A value of `Scope::Cluster` moves one window per cluster, whichever agent reported it:
+/// two agents reporting one condition (each missing some samples) open one issue, about
+/// the cluster, once the condition held across their samples together.
+#[test]
+fn a_cluster_level_value_is_one_subject_whichever_agent_reported_it() {
+    let rules = quiet_rules();
+    let mut issues = IssueBook::default();
+    let mut cluster_windows = HashMap::new();
+    let (mut n1_windows, mut n2_windows) = (Vec::new(), Vec::new());
+    let node = |name: &str| NodeKey {
+        tenant: "acme".into(),
+        cluster: "db".into(),
+        node: name.into(),
+    };
+    let shard = crate::model::ResourceRef {
+        kind: crate::model::ResourceKind::Shard,
+        name: "logs/0",
+    };
+    let describe = |reporter: &NodeKey| crate::rules::Description {
+        what: format!("shard logs/0, reported by {reporter}"),
+        how: String::new(),
+        unit: crate::rules::threshold::Unit::Percent,
+    };
+    let mut report = |reporter: &NodeKey, own: &mut Vec<RuleWindow>, secs: i64| {
+        let measured = Measured {
+            rule: RuleId::DiskUsage,
+            metric: Metric {
+                scope: Scope::Cluster,
+                resource: Some(shard),
+                value: 90.0,
+            },
+            describe: &describe,
+        };
+        let moment = Moment {
+            time: at(secs),
+            now: at(secs),
+            max_gap: Duration::from_secs(45),
+        };
+        let windows = windows_of(own, &mut cluster_windows, reporter, Scope::Cluster);
+        observe(&rules, &mut issues, windows, reporter, measured, moment)
+    };
+    // disk_usage opens after 1 min over 80 %: n1 at 0 s and 60 s, n2 at 30 s in between.
+    assert_eq!(report(&node("n1"), &mut n1_windows, 0), None);
+    assert_eq!(report(&node("n2"), &mut n2_windows, 30), None);
+    let Some(Event::Issue(opened)) = report(&node("n1"), &mut n1_windows, 60) else {
+        panic!("the condition held 1 min across both agents' samples");
+    };
+    assert_eq!(opened.kind, IssueEventKind::Opened);
+    assert_eq!(
+        opened.issue.key.subject,
+        Subject::cluster("acme", "db", Some(shard))
+    );
+    // n2 reports the same condition: the same subject, still open, nothing new.
+    assert_eq!(report(&node("n2"), &mut n2_windows, 60), None);
+    assert_eq!(report(&node("n2"), &mut n2_windows, 75), None);
+    assert_eq!(issues.open_issues().count(), 1);
+    assert!(n1_windows.is_empty() && n2_windows.is_empty());
+}
+
 // ---- exactly at the threshold ---------------------------------------------------------
 
 #[test]

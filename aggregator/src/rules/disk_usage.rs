@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::threshold::{ThresholdRuleConfig, ThresholdRuleOverrides, Unit};
-use super::{Description, Each, Metric, Rule};
+use super::{Description, Each, Metric, Rule, Scope};
 use crate::model::{Reading, ResourceKind, ResourceRef};
 
 #[derive(Debug)]
@@ -47,6 +47,7 @@ impl Rule for DiskUsage {
         };
         for disk in &host.disks {
             let metric = Metric {
+                scope: Scope::Node,
                 resource: Some(ResourceRef {
                     kind: ResourceKind::Mount,
                     name: &disk.mount,

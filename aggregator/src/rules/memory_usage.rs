@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::threshold::{ThresholdRuleConfig, ThresholdRuleOverrides, Unit};
-use super::{Description, Each, Metric, Rule};
+use super::{Description, Each, Metric, Rule, Scope};
 use crate::model::Reading;
 
 #[derive(Debug)]
@@ -47,6 +47,7 @@ impl Rule for MemoryUsage {
             return;
         };
         let metric = Metric {
+            scope: Scope::Node,
             resource: None,
             value: host.memory_used_percent,
         };

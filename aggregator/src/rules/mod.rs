@@ -64,12 +64,24 @@ pub trait Rule {
     }
 }
 
-/// One value a rule watches in a sample: on which resource of the node (none: the node
-/// itself), and how much.
+/// One value a rule watches in a sample: whose it is, on which resource (none: the node
+/// or cluster itself), and how much.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Metric<'a> {
+    pub scope: Scope,
     pub resource: Option<ResourceRef<'a>>,
     pub value: f64,
+}
+
+/// Whose a measured value is, so which subject (and window) it moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The reporting node's (a host's load, one of its mounts).
+    Node,
+    /// The reporting node's cluster's, whichever of its agents reported it (a database
+    /// cluster's health, one of its shards): one subject and one window per cluster, so
+    /// two agents reporting one condition never open two issues.
+    Cluster,
 }
 
 /// The words of a measured value, for messages and explanations.
