@@ -10,8 +10,13 @@ use crate::format::{
     render_fields, severity_name, subject, time_cell,
 };
 
-fn issue_subject(issue: &Issue) -> String {
-    subject(&issue.tenant, &issue.cluster, &issue.node, &issue.mount)
+/// `tenant/cluster/node:mount`, or with another resource `tenant/cluster shard logs/0`.
+pub(crate) fn issue_subject(issue: &Issue) -> String {
+    let mut text = subject(&issue.tenant, &issue.cluster, &issue.node, &issue.mount);
+    if !issue.resource_kind.is_empty() && issue.resource_kind != "mount" {
+        text.push_str(&format!(" {} {}", issue.resource_kind, issue.resource));
+    }
+    text
 }
 
 /// `mount:/data`, `es_node:es-1`; "-" when the issue is about a whole node or cluster.
@@ -232,6 +237,21 @@ pub(crate) mod tests {
                 "open",
             ]]
         );
+    }
+
+    #[test]
+    fn a_resource_other_than_a_mount_is_named_in_the_subject_and_its_column() {
+        let mut shard = issue();
+        shard.node.clear();
+        shard.mount.clear();
+        shard.resource_kind = "shard".into();
+        shard.resource = "logs/0".into();
+        let rows = table(&[shard.clone()]);
+        assert_eq!(
+            rows.rows[0][3..5],
+            ["acme/e2e shard logs/0", "shard:logs/0"]
+        );
+        assert_eq!(issue_json(&shard)["subject"], "acme/e2e shard logs/0");
     }
 
     #[test]
