@@ -23,10 +23,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Rule;
+use super::threshold::ThresholdRuleConfig;
+use super::{Each, Rule};
 use crate::explain::{self, Evidence, MemberEvidence, NodeEvidence, RuleCondition, WindowSpan};
 use crate::issue::{Condition, Finding};
-use crate::model::{GossipMember, GossipReading, Severity, Timestamp};
+use crate::model::{GossipMember, GossipReading, Reading, Severity, Timestamp};
 
 #[derive(Debug)]
 pub struct ClusterConsensus;
@@ -95,6 +96,18 @@ impl Rule for ClusterConsensus {
 
     fn renotify(config: &ClusterConsensusConfig) -> Duration {
         config.renotify
+    }
+
+    /// Decided by the gossip views of a cluster's nodes (`engine`), not by a sample's values.
+    fn measure<'a>(
+        _config: &ClusterConsensusConfig,
+        _reading: &'a Reading,
+        _each: &mut Each<'a, '_>,
+    ) {
+    }
+
+    fn threshold(_config: &ClusterConsensusConfig) -> Option<&ThresholdRuleConfig> {
+        None
     }
 }
 

@@ -54,14 +54,13 @@ pub trait Rule {
 
     /// A rule decided by samples calls `each` once per value it watches in `reading`,
     /// with the words of that value (made only when a window decides something). It must
-    /// not allocate: it runs for every sample. Rules driven otherwise measure nothing.
-    fn measure<'a>(_config: &Self::Config, _reading: &'a Reading, _each: &mut Each<'a, '_>) {}
+    /// not allocate: it runs for every sample. A rule driven otherwise (time, views)
+    /// measures nothing. No default: every rule says which it is.
+    fn measure<'a>(config: &Self::Config, reading: &'a Reading, each: &mut Each<'a, '_>);
 
     /// The threshold, windows (`open_for`, `close_for`) and tiers its measurements are
     /// judged by; `None` for a rule that measures nothing.
-    fn threshold(_config: &Self::Config) -> Option<&ThresholdRuleConfig> {
-        None
-    }
+    fn threshold(config: &Self::Config) -> Option<&ThresholdRuleConfig>;
 }
 
 /// One value a rule watches in a sample: whose it is, on which resource (none: the node

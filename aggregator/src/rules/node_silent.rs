@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Rule;
+use super::threshold::ThresholdRuleConfig;
+use super::{Each, Rule};
 use crate::explain::{self, Evidence, RuleCondition, SilenceEvidence, TierEvidence, WindowSpan};
 use crate::issue::{Condition, Finding};
-use crate::model::{NodeKey, Severity, Timestamp};
+use crate::model::{NodeKey, Reading, Severity, Timestamp};
 
 #[derive(Debug)]
 pub struct NodeSilent;
@@ -70,6 +71,14 @@ impl Rule for NodeSilent {
 
     fn renotify(config: &NodeSilentConfig) -> Duration {
         config.renotify
+    }
+
+    /// Decided by the passing of time on the aggregator's clock (`engine::tick`), not by
+    /// a sample's values.
+    fn measure<'a>(_config: &NodeSilentConfig, _reading: &'a Reading, _each: &mut Each<'a, '_>) {}
+
+    fn threshold(_config: &NodeSilentConfig) -> Option<&ThresholdRuleConfig> {
+        None
     }
 }
 
