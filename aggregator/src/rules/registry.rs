@@ -10,7 +10,6 @@ use serde::Deserialize;
 
 use super::threshold::ThresholdRuleConfig;
 use super::{Describe, Metric, Rule};
-use super::{cluster_consensus, core_load, disk_usage, memory_usage, node_silent};
 use crate::model::Reading;
 
 macro_rules! registry {
@@ -27,7 +26,7 @@ macro_rules! registry {
 
             pub fn name(self) -> &'static str {
                 match self {
-                    $(RuleId::$rule => <$module::$rule as Rule>::NAME),+
+                    $(RuleId::$rule => <super::$module::$rule as Rule>::NAME),+
                 }
             }
 
@@ -39,7 +38,7 @@ macro_rules! registry {
             /// What to do about an issue of this rule.
             pub fn remedy(self) -> &'static str {
                 match self {
-                    $(RuleId::$rule => <$module::$rule as Rule>::REMEDY),+
+                    $(RuleId::$rule => <super::$module::$rule as Rule>::REMEDY),+
                 }
             }
         }
@@ -49,13 +48,13 @@ macro_rules! registry {
         #[derive(Debug, Clone, PartialEq, Deserialize)]
         #[serde(from = "RulesFile")]
         pub struct RulesConfig {
-            $(pub $field: <$module::$rule as Rule>::Config),+
+            $(pub $field: <super::$module::$rule as Rule>::Config),+
         }
 
         impl Default for RulesConfig {
             fn default() -> Self {
                 Self {
-                    $($field: <$module::$rule as Rule>::defaults()),+
+                    $($field: <super::$module::$rule as Rule>::defaults()),+
                 }
             }
         }
@@ -64,13 +63,13 @@ macro_rules! registry {
         #[derive(Default, Deserialize)]
         #[serde(deny_unknown_fields, default)]
         struct RulesFile {
-            $($field: <$module::$rule as Rule>::File),+
+            $($field: <super::$module::$rule as Rule>::File),+
         }
 
         impl From<RulesFile> for RulesConfig {
             fn from(file: RulesFile) -> Self {
                 Self {
-                    $($field: <$module::$rule as Rule>::config(file.$field)),+
+                    $($field: <super::$module::$rule as Rule>::config(file.$field)),+
                 }
             }
         }
@@ -78,26 +77,26 @@ macro_rules! registry {
         impl RulesConfig {
             /// Every problem of every rule's settings.
             pub fn validate(&self, errors: &mut Vec<String>) {
-                $(<$module::$rule as Rule>::validate(&self.$field, errors);)+
+                $(<super::$module::$rule as Rule>::validate(&self.$field, errors);)+
             }
 
             pub fn enabled(&self, rule: RuleId) -> bool {
                 match rule {
-                    $(RuleId::$rule => <$module::$rule as Rule>::enabled(&self.$field)),+
+                    $(RuleId::$rule => <super::$module::$rule as Rule>::enabled(&self.$field)),+
                 }
             }
 
             /// How long after an issue's latest event its rule sends a reminder.
             pub fn renotify(&self, rule: RuleId) -> Duration {
                 match rule {
-                    $(RuleId::$rule => <$module::$rule as Rule>::renotify(&self.$field)),+
+                    $(RuleId::$rule => <super::$module::$rule as Rule>::renotify(&self.$field)),+
                 }
             }
 
             /// The threshold, windows and tiers of a rule decided by samples.
             pub fn threshold(&self, rule: RuleId) -> Option<&ThresholdRuleConfig> {
                 match rule {
-                    $(RuleId::$rule => <$module::$rule as Rule>::threshold(&self.$field)),+
+                    $(RuleId::$rule => <super::$module::$rule as Rule>::threshold(&self.$field)),+
                 }
             }
 
@@ -109,8 +108,8 @@ macro_rules! registry {
                 each: &mut dyn FnMut(RuleId, Metric<'a>, Describe<'_>),
             ) {
                 $(
-                    if <$module::$rule as Rule>::enabled(&self.$field) {
-                        <$module::$rule as Rule>::measure(
+                    if <super::$module::$rule as Rule>::enabled(&self.$field) {
+                        <super::$module::$rule as Rule>::measure(
                             &self.$field,
                             reading,
                             &mut |metric, describe| each(RuleId::$rule, metric, describe),
