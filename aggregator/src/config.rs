@@ -1,8 +1,9 @@
 //! The aggregator's configuration file (TOML): parsing, defaults and validation.
 //!
 //! Parsing rejects unknown fields; `validate` then collects every problem at once so
-//! `check-config` can list them all. Rule defaults are the seeds' (DESIGN §6). This module
-//! only describes configuration; it builds nothing.
+//! `check-config` can list them all. `[rules.*]` is each rule's own config with its own
+//! defaults, the seeds' (DESIGN §6), in `rules`. This module only describes
+//! configuration; it builds nothing.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,9 @@ use serde::Deserialize;
 
 use crate::auth::AuthConfig;
 use crate::model::Severity;
+pub use crate::rules::cluster_consensus::ClusterConsensusConfig;
+pub use crate::rules::node_silent::NodeSilentConfig;
+pub use crate::rules::{RulesConfig, SeverityTier, ThresholdRuleConfig};
 use crate::sink::SinkConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -201,261 +205,6 @@ impl IngestConfig {
     }
 }
 
-/// Per-rule settings. A rule left out keeps all its defaults; a field left out keeps
-/// that rule's default for it (each rule has its own, so the file is read as overrides).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(from = "RulesFile")]
-pub struct RulesConfig {
-    pub core_load: ThresholdRuleConfig,
-    pub memory_usage: ThresholdRuleConfig,
-    pub disk_usage: ThresholdRuleConfig,
-    pub node_silent: NodeSilentConfig,
-    pub cluster_consensus: ClusterConsensusConfig,
-}
-
-impl Default for RulesConfig {
-    fn default() -> Self {
-        let minutes = |n: u64| Duration::from_secs(60 * n);
-        Self {
-            core_load: ThresholdRuleConfig {
-                threshold: 2.0,
-                open_for: Duration::ZERO,
-                close_for: minutes(2),
-                ..ThresholdRuleConfig::default()
-            },
-            memory_usage: ThresholdRuleConfig {
-                threshold: 90.0,
-                open_for: Duration::ZERO,
-                close_for: minutes(2),
-                ..ThresholdRuleConfig::default()
-            },
-            disk_usage: ThresholdRuleConfig {
-                threshold: 80.0,
-                open_for: minutes(1),
-                close_for: Duration::ZERO,
-                ..ThresholdRuleConfig::default()
-            },
-            node_silent: NodeSilentConfig::default(),
-            cluster_consensus: ClusterConsensusConfig::default(),
-        }
-    }
-}
-
-impl RulesConfig {
-    fn validate(&self, errors: &mut Vec<String>) {
-        self.core_load.validate("core_load", None, errors);
-        self.memory_usage
-            .validate("memory_usage", Some(100.0), errors);
-        self.disk_usage.validate("disk_usage", Some(100.0), errors);
-        if self.node_silent.missed_intervals == 0 {
-            errors.push("config: rules.node_silent.missed_intervals: must be at least 1".into());
-        }
-        if self.cluster_consensus.missed_intervals == 0 {
-            errors.push(
-                "config: rules.cluster_consensus.missed_intervals: must be at least 1".into(),
-            );
-        }
-    }
-
-    /// How far apart two samples of a node may be before they no longer count as
-    /// consecutive: the same silence after which `node_silent` opens.
-    pub fn max_gap(&self, interval: Duration) -> Duration {
-        interval.saturating_mul(self.node_silent.missed_intervals)
-    }
-}
-
-/// `[rules]` as written: overrides on top of each rule's own defaults.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RulesFile {
-    core_load: ThresholdRuleOverrides,
-    memory_usage: ThresholdRuleOverrides,
-    disk_usage: ThresholdRuleOverrides,
-    node_silent: NodeSilentConfig,
-    cluster_consensus: ClusterConsensusConfig,
-}
-
-impl From<RulesFile> for RulesConfig {
-    fn from(file: RulesFile) -> Self {
-        let defaults = RulesConfig::default();
-        Self {
-            core_load: file.core_load.over(defaults.core_load),
-            memory_usage: file.memory_usage.over(defaults.memory_usage),
-            disk_usage: file.disk_usage.over(defaults.disk_usage),
-            node_silent: file.node_silent,
-            cluster_consensus: file.cluster_consensus,
-        }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ThresholdRuleOverrides {
-    enabled: Option<bool>,
-    threshold: Option<f64>,
-    #[serde(default, with = "humantime_serde")]
-    open_for: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
-    close_for: Option<Duration>,
-    severity: Option<Severity>,
-    #[serde(default, with = "humantime_serde")]
-    renotify: Option<Duration>,
-    tiers: Option<Vec<SeverityTier>>,
-}
-
-impl ThresholdRuleOverrides {
-    fn over(self, defaults: ThresholdRuleConfig) -> ThresholdRuleConfig {
-        let tiers = self.tiers.unwrap_or(defaults.tiers);
-        // With tiers, the lowest tier is where the rule opens, unless a threshold is
-        // written too (then `validate` checks that they agree).
-        let tier_threshold = tiers.first().map(|tier| tier.above);
-        ThresholdRuleConfig {
-            enabled: self.enabled.unwrap_or(defaults.enabled),
-            threshold: self
-                .threshold
-                .or(tier_threshold)
-                .unwrap_or(defaults.threshold),
-            tiers,
-            open_for: self.open_for.unwrap_or(defaults.open_for),
-            close_for: self.close_for.unwrap_or(defaults.close_for),
-            severity: self.severity.unwrap_or(defaults.severity),
-            renotify: self.renotify.unwrap_or(defaults.renotify),
-        }
-    }
-}
-
-/// A rule that compares one value with a threshold: open when over it for `open_for`,
-/// close when under it for `close_for`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ThresholdRuleConfig {
-    pub enabled: bool,
-    pub threshold: f64,
-    pub open_for: Duration,
-    pub close_for: Duration,
-    pub severity: Severity,
-    /// A reminder (`updated`) this long after the issue's last event; zero for none.
-    pub renotify: Duration,
-    /// Severity tiers, lowest first; empty: one tier, `severity` over `threshold`.
-    /// See `detect::tier_severity` for how an open issue moves between them.
-    pub tiers: Vec<SeverityTier>,
-}
-
-/// One severity tier: the issue has `severity` once the value is over `above`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SeverityTier {
-    pub above: f64,
-    pub severity: Severity,
-}
-
-impl Default for ThresholdRuleConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            threshold: 0.0,
-            open_for: Duration::ZERO,
-            close_for: Duration::ZERO,
-            severity: Severity::Warning,
-            renotify: Duration::from_secs(3600),
-            tiers: Vec::new(),
-        }
-    }
-}
-
-impl ThresholdRuleConfig {
-    fn validate(&self, rule: &str, max: Option<f64>, errors: &mut Vec<String>) {
-        let field = format!("config: rules.{rule}.threshold");
-        if !self.threshold.is_finite() || self.threshold < 0.0 {
-            errors.push(format!("{field}: must be a non-negative number"));
-        } else if let Some(max) = max.filter(|max| self.threshold > *max) {
-            errors.push(format!("{field}: {} is over {max}", self.threshold));
-        }
-        if let Some(first) = self.tiers.first()
-            && first.above != self.threshold
-        {
-            errors.push(format!(
-                "{field}: {} differs from the lowest tier's `above` ({}); leave it out",
-                self.threshold, first.above
-            ));
-        }
-        for (index, pair) in self.tiers.windows(2).enumerate() {
-            let (lower, upper) = (pair[0], pair[1]);
-            if upper.above <= lower.above || upper.severity <= lower.severity {
-                errors.push(format!(
-                    "config: rules.{rule}.tiers[{}]: tiers must rise in both `above` and \
-                     `severity` ({} {} follows {} {})",
-                    index + 1,
-                    upper.above,
-                    upper.severity,
-                    lower.above,
-                    lower.severity
-                ));
-            }
-        }
-    }
-}
-
-/// `node_silent`: no sample for `missed_intervals` × the node's host interval.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NodeSilentConfig {
-    pub enabled: bool,
-    pub missed_intervals: u32,
-    pub severity: Severity,
-    /// After this much silence the issue is raised to `escalated_severity`.
-    #[serde(with = "humantime_serde")]
-    pub escalate_after: Duration,
-    pub escalated_severity: Severity,
-    #[serde(with = "humantime_serde")]
-    pub renotify: Duration,
-}
-
-impl Default for NodeSilentConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            missed_intervals: 3,
-            severity: Severity::Warning,
-            escalate_after: Duration::from_secs(300),
-            escalated_severity: Severity::Error,
-            renotify: Duration::from_secs(3600),
-        }
-    }
-}
-
-/// `cluster_consensus`: every node of a cluster must see the same members (id, state,
-/// alive) and the same single leader, and every node's gossip query must succeed.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClusterConsensusConfig {
-    pub enabled: bool,
-    /// How long a disagreement must last before the issue opens (aggregator clock).
-    #[serde(with = "humantime_serde")]
-    pub open_for: Duration,
-    /// How long agreement must last before it closes.
-    #[serde(with = "humantime_serde")]
-    pub close_for: Duration,
-    pub severity: Severity,
-    #[serde(with = "humantime_serde")]
-    pub renotify: Duration,
-    /// A node that sent no gossip view for this many × its gossip interval counts as a
-    /// failed query.
-    pub missed_intervals: u32,
-}
-
-impl Default for ClusterConsensusConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            open_for: Duration::from_secs(60),
-            close_for: Duration::ZERO,
-            severity: Severity::Error,
-            renotify: Duration::from_secs(3600),
-            missed_intervals: 3,
-        }
-    }
-}
-
 /// Routes one or more event sources to one sink.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -541,13 +290,8 @@ mod tests {
         let defaults = AggregatorConfig::parse("").unwrap();
         assert_eq!(example.listen, defaults.listen);
         assert_eq!(example.data_dir, defaults.data_dir);
-        assert_eq!(example.rules.core_load, defaults.rules.core_load);
-        assert_eq!(example.rules.memory_usage, defaults.rules.memory_usage);
-        assert_eq!(example.rules.disk_usage, defaults.rules.disk_usage);
-        assert_eq!(
-            example.rules.cluster_consensus,
-            defaults.rules.cluster_consensus
-        );
+        // Every rule of the registry, each with its own defaults.
+        assert_eq!(example.rules, defaults.rules);
         assert_eq!(example.integrations.len(), 1);
     }
 

@@ -10,16 +10,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use crate::config::RulesConfig;
-use crate::consensus::{self, CLUSTER_CONSENSUS, ConsensusWindow, NodeView, Observed};
-use crate::detect::{self, NODE_SILENT};
 use crate::events::{Event, Notification};
 use crate::explain::{self, RunTrail};
-use crate::issue::{Issue, IssueBook, IssueEventKind, IssueKey};
+use crate::issue::{Condition, Finding, Issue, IssueBook, IssueEvent, IssueEventKind, IssueKey};
 use crate::model::{
     GossipReading, HostReading, NodeIdentity, NodeKey, Probe, Reading, Sample, Severity, Subject,
     Timestamp,
 };
+use crate::rules::cluster_consensus::{self, ConsensusWindow, NodeView, Observed};
+use crate::rules::node_silent;
+use crate::rules::threshold::{self, Measurement};
+use crate::rules::{Describe, Metric, RuleId, RulesConfig, Scope};
 use crate::window::ConditionWindow;
 
 /// The host interval assumed for a node whose Hello named none (the agent's default).
@@ -84,6 +85,15 @@ impl NodeState {
             .map_or(DEFAULT_HOST_INTERVAL, |probe| probe.interval)
     }
 
+    /// How often the node's agent takes samples like `reading`: the interval of the
+    /// probe that makes them, which sets how far apart two of them may be in a run.
+    fn interval_of(&self, reading: &Reading) -> Duration {
+        match reading {
+            Reading::Host(_) | Reading::Log { .. } => self.host_interval(),
+            Reading::Gossip(_) => self.gossip_interval(),
+        }
+    }
+
     /// Whether the node reports gossip views, so takes part in its cluster's consensus.
     pub fn reports_gossip(&self) -> bool {
         self.latest_gossip.is_some() || self.probes.iter().any(|probe| probe.name == "gossip")
@@ -103,7 +113,8 @@ impl NodeState {
 struct NodeWindows {
     /// The node's `node_silent` issue key.
     silent_key: IssueKey,
-    /// One per threshold rule and subject (the node, each mount), in first-seen order.
+    /// One per rule decided by samples and subject (the node, each resource), in
+    /// first-seen order.
     rules: Vec<RuleWindow>,
 }
 
@@ -111,7 +122,7 @@ impl NodeWindows {
     fn new(key: &NodeKey) -> Self {
         Self {
             silent_key: IssueKey {
-                rule: NODE_SILENT,
+                rule: RuleId::NodeSilent.into(),
                 subject: Subject::node(key),
             },
             rules: Vec::new(),
@@ -119,10 +130,10 @@ impl NodeWindows {
     }
 }
 
-/// One threshold rule's window on one subject of a node, with the subject's issue key
-/// built once.
+/// One rule's window on one subject of a node, with the subject's issue key built once.
 #[derive(Debug)]
 struct RuleWindow {
+    rule: RuleId,
     key: IssueKey,
     window: ConditionWindow,
     /// The samples of the window's current runs, for explanations (`explain`); only
@@ -175,6 +186,9 @@ pub struct Engine {
     /// The threshold rules' windows, per node: found once per batch, then by rule and
     /// mount among a handful, so a sample costs no allocation and no key hashing.
     windows: HashMap<NodeKey, NodeWindows>,
+    /// The windows of cluster-level values (`Scope::Cluster`), per cluster, whichever
+    /// agent reported them.
+    cluster_windows: HashMap<ClusterKey, Vec<RuleWindow>>,
     /// When each node's latest gossip view arrived (aggregator clock).
     gossip_arrived: HashMap<NodeKey, Timestamp>,
     consensus: HashMap<ClusterKey, ConsensusWindow>,
@@ -197,6 +211,7 @@ impl Engine {
                 .map(|node| (node.key.clone(), node))
                 .collect(),
             windows: HashMap::new(),
+            cluster_windows: HashMap::new(),
             gossip_arrived: HashMap::new(),
             consensus: HashMap::new(),
             issues: IssueBook::restore(open_issues),
@@ -262,12 +277,13 @@ impl Engine {
                 .last_seen
                 .unwrap_or(node.first_seen)
                 .max(self.started_at);
-            let heard = detect::heard_from(key, now.since(silent_since), &self.rules.node_silent);
+            let heard =
+                node_silent::heard_from(key, now.since(silent_since), &self.rules.node_silent);
             if let Some(mut event) = self.issues.apply(&windows.silent_key, heard, now) {
                 let (interval, severity) = (node.host_interval(), event.issue.severity);
                 explain::attach(&mut self.issues, &mut event, || {
                     let config = &self.rules.node_silent;
-                    explain::silence(key, silent_since, interval, config, true, severity, now)
+                    node_silent::evidence(key, silent_since, interval, config, true, severity, now)
                 });
                 outcome.events.push(Event::Issue(event));
             }
@@ -301,72 +317,31 @@ impl Engine {
         node.batches_applied_total += 1;
         node.applied_seq = batch.seq;
         node.rejected_samples_total += u64::from(batch.n_rejected);
-        let max_gap = self.rules.max_gap(node.host_interval());
         let mut new_gossip = false;
 
         let windows = &mut windows.rules;
         for sample in batch.samples {
+            {
+                let moment = Moment {
+                    time: sample.time,
+                    now,
+                    max_gap: self.rules.max_gap(node.interval_of(&sample.reading)),
+                };
+                let (rules, issues) = (&self.rules, &mut self.issues);
+                let cluster_windows = &mut self.cluster_windows;
+                let events = &mut outcome.events;
+                rules.measure(&sample.reading, &mut |rule, metric, describe| {
+                    let measured = Measured {
+                        rule,
+                        metric,
+                        describe,
+                    };
+                    let windows = windows_of(windows, cluster_windows, key, metric.scope);
+                    events.extend(observe(rules, issues, windows, key, measured, moment));
+                });
+            }
             match sample.reading {
                 Reading::Host(host) => {
-                    for metric in detect::host_metrics(&host, &self.rules) {
-                        let Some(config) = detect::threshold_rule(&self.rules, metric.rule) else {
-                            continue;
-                        };
-                        let index = match windows.iter().position(|rule_window| {
-                            rule_window.key.rule == metric.rule
-                                && rule_window.key.subject.mount == metric.mount()
-                        }) {
-                            Some(index) => index,
-                            None => {
-                                windows.push(RuleWindow {
-                                    key: detect::metric_key(key, &metric),
-                                    window: ConditionWindow::default(),
-                                    trail: None,
-                                });
-                                windows.len() - 1
-                            }
-                        };
-                        let RuleWindow {
-                            key: issue_key,
-                            window,
-                            trail,
-                        } = &mut windows[index];
-                        let verdict = detect::verdict(metric.value, config.threshold);
-                        if !window.observe(sample.time, verdict, max_gap) {
-                            continue;
-                        }
-                        let current = self.issues.get(issue_key).map(|issue| issue.severity);
-                        // Every sample the window took, before the skip below: an
-                        // explanation shows the whole run.
-                        explain::follow(trail, metric.value, window, verdict, sample.time, current);
-                        // Most samples of a healthy fleet conclude nothing new: skip making
-                        // the words of a conclusion that would be thrown away.
-                        if !detect::may_decide(window, config, current.is_some()) {
-                            continue;
-                        }
-                        let measurement =
-                            detect::measurement(key, &host, &metric, issue_key.clone());
-                        if let Some(condition) =
-                            detect::conclude(&measurement, window, config, current)
-                            && let Some(mut event) =
-                                self.issues.apply(&measurement.key, condition, now)
-                        {
-                            let decided = explain::Decided {
-                                window,
-                                sample_time: sample.time,
-                                now,
-                            };
-                            explain::attach_threshold(
-                                &mut self.issues,
-                                &mut event,
-                                trail.as_deref(),
-                                &measurement,
-                                config,
-                                decided,
-                            );
-                            outcome.events.push(Event::Issue(event));
-                        }
-                    }
                     if node
                         .latest_host
                         .as_ref()
@@ -408,20 +383,29 @@ impl Engine {
             if views.is_empty() {
                 return None;
             }
-            consensus::judge(&views)
+            cluster_consensus::judge(&views)
         };
         let window = self.consensus.entry(cluster.clone()).or_default();
         let condition = window.observe(&judgement, now, &self.rules.cluster_consensus)?;
         let key = IssueKey {
-            rule: CLUSTER_CONSENSUS,
-            subject: Subject {
-                tenant: cluster.0.clone(),
-                cluster: cluster.1.clone(),
-                node: String::new(),
-                mount: String::new(),
-            },
+            rule: RuleId::ClusterConsensus.into(),
+            subject: Subject::cluster(&cluster.0, &cluster.1, None),
         };
-        let mut event = self.issues.apply(&key, condition, now)?;
+        // An open issue whose disagreement changed (another node fails, say) is told so;
+        // the same disagreement again is not news.
+        let changed = window.disagreement_changed(&judgement);
+        let mut event = match condition {
+            Condition::Breach(finding)
+                if changed
+                    && self
+                        .issues
+                        .get(&key)
+                        .is_some_and(|open| open.severity == finding.severity) =>
+            {
+                self.issues.change(&key, finding, now)?
+            }
+            condition => self.issues.apply(&key, condition, now)?,
+        };
         let closing = event.kind == IssueEventKind::Closed;
         let since = self.consensus.get(cluster).and_then(|window| {
             if closing {
@@ -430,7 +414,7 @@ impl Engine {
                 window.disagree_since()
             }
         });
-        let evidence = explain::consensus(
+        let evidence = cluster_consensus::evidence(
             &format!("{}/{}", cluster.0, cluster.1),
             &self.gossip_views(cluster, now),
             &self.rules.cluster_consensus,
@@ -470,7 +454,8 @@ impl Engine {
     }
 
     /// A node's gossip as the consensus rule counts it: its latest view while fresh, a
-    /// failed query once it is late by the rule's allowance, pending before its first.
+    /// failed query once it is late by the rule's allowance (its agent silent, when
+    /// nothing at all came from it for as long), pending before its first.
     fn observed<'a>(&self, node: &'a NodeState, now: Timestamp) -> Observed<'a> {
         let allowed = node
             .gossip_interval()
@@ -478,8 +463,19 @@ impl Engine {
         let arrived = self.gossip_arrived.get(&node.key).copied();
         let since = arrived.unwrap_or(node.first_seen).max(self.started_at);
         let silent_for = now.since(since);
+        let agent_silent_for = now.since(
+            node.last_seen
+                .unwrap_or(node.first_seen)
+                .max(self.started_at),
+        );
         match (&node.latest_gossip, arrived) {
-            _ if silent_for >= allowed && !allowed.is_zero() => Observed::Silent(silent_for),
+            _ if silent_for >= allowed && !allowed.is_zero() => {
+                if agent_silent_for >= allowed {
+                    Observed::AgentSilent(agent_silent_for)
+                } else {
+                    Observed::NoView(silent_for)
+                }
+            }
             (Some((_, view)), Some(_)) => Observed::View(view),
             _ => Observed::Pending,
         }
@@ -498,13 +494,16 @@ impl Engine {
                 .consensus
                 .get(&cluster)
                 .is_some_and(ConsensusWindow::disagreeing);
-            let late = matches!(self.observed(node, now), Observed::Silent(_));
+            let late = matches!(
+                self.observed(node, now),
+                Observed::NoView(_) | Observed::AgentSilent(_)
+            );
             if timed || late {
                 clusters.push(cluster);
             }
         }
         for issue in self.issues.open_issues() {
-            if issue.key.rule == CLUSTER_CONSENSUS {
+            if issue.key.rule == RuleId::ClusterConsensus {
                 let cluster = (
                     issue.key.subject.tenant.clone(),
                     issue.key.subject.cluster.clone(),
@@ -526,7 +525,7 @@ impl Engine {
                     .last_seen
                     .unwrap_or(node.first_seen)
                     .max(self.started_at);
-                let condition = detect::silence(
+                let condition = node_silent::silence(
                     &node.key,
                     silent_since,
                     node.host_interval(),
@@ -535,7 +534,7 @@ impl Engine {
                 );
                 if let Some(condition) = condition {
                     let key = IssueKey {
-                        rule: NODE_SILENT,
+                        rule: RuleId::NodeSilent.into(),
                         subject: Subject::node(&node.key),
                     };
                     if let Some(mut event) = self.issues.apply(&key, condition, now) {
@@ -543,7 +542,7 @@ impl Engine {
                         explain::attach(&mut self.issues, &mut event, || {
                             let (interval, config) =
                                 (node.host_interval(), &self.rules.node_silent);
-                            explain::silence(
+                            node_silent::evidence(
                                 &node.key,
                                 silent_since,
                                 interval,
@@ -564,13 +563,41 @@ impl Engine {
             }
         }
         let rules = &self.rules;
-        let reminders = self.issues.remind(now, |rule| match rule {
-            NODE_SILENT => Some(rules.node_silent.renotify),
-            CLUSTER_CONSENSUS => Some(rules.cluster_consensus.renotify),
-            _ => detect::threshold_rule(rules, rule).map(|config| config.renotify),
-        });
+        // A rule this build does not know sends no reminders: nothing evaluates it.
+        let reminders = self
+            .issues
+            .remind(now, |rule| rule.known().map(|rule| rules.renotify(rule)));
         events.extend(reminders.into_iter().map(Event::Issue));
         events
+    }
+
+    /// An operator closes the open issue `id`: its `closed` event says who and why. Any
+    /// issue may be closed so, also one of a rule this build does not know (nothing else
+    /// could close it); a rule that still finds its condition opens a new issue. `None`
+    /// when no issue `id` is open.
+    pub fn close_issue(
+        &mut self,
+        id: &str,
+        operator: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Option<IssueEvent> {
+        let issue = self.issues.open_issues().find(|issue| issue.id == id)?;
+        let key = issue.key.clone();
+        let severity = issue.severity;
+        let detail = format!("closed by operator {operator}: {reason}");
+        let finding = Finding {
+            severity,
+            value: issue.value,
+            threshold: issue.threshold,
+            message: detail.clone(),
+            remedy: String::new(),
+        };
+        let mut event = self.issues.apply(&key, Condition::Clear(finding), now)?;
+        explain::attach(&mut self.issues, &mut event, || {
+            explain::closed_by_operator(&key, severity, detail, now)
+        });
+        Some(event)
     }
 
     pub fn node(&self, key: &NodeKey) -> Option<&NodeState> {
@@ -589,12 +616,16 @@ impl Engine {
         self.issues.get(key)
     }
 
-    /// The window of a threshold rule on one subject, if a sample has moved it.
+    /// The window of a rule decided by samples on one subject, if a sample has moved it.
     pub fn window(&self, key: &IssueKey) -> Option<&ConditionWindow> {
-        let node = key.subject.node_key()?;
-        self.windows
-            .get(&node)?
-            .rules
+        let windows = match key.subject.node_key() {
+            Some(node) => &self.windows.get(&node)?.rules,
+            None => {
+                let cluster = (key.subject.tenant.clone(), key.subject.cluster.clone());
+                self.cluster_windows.get(&cluster)?
+            }
+        };
+        windows
             .iter()
             .find(|rule_window| rule_window.key == *key)
             .map(|rule_window| &rule_window.window)
@@ -609,6 +640,119 @@ impl Engine {
             .filter(|rule_window| rule_window.trail.is_some())
             .count()
     }
+}
+
+/// When a sample was taken (agent clock), when it is judged (aggregator clock), and how
+/// far apart two samples of its kind may be in a run.
+#[derive(Debug, Clone, Copy)]
+struct Moment {
+    time: Timestamp,
+    now: Timestamp,
+    max_gap: Duration,
+}
+
+/// One value a rule measured in a sample, with its words.
+struct Measured<'a, 'd> {
+    rule: RuleId,
+    metric: Metric<'a>,
+    describe: Describe<'d>,
+}
+
+/// The windows a value of `scope` reported by `node` moves: the node's own, or its
+/// cluster's.
+fn windows_of<'w>(
+    node_windows: &'w mut Vec<RuleWindow>,
+    cluster_windows: &'w mut HashMap<ClusterKey, Vec<RuleWindow>>,
+    node: &NodeKey,
+    scope: Scope,
+) -> &'w mut Vec<RuleWindow> {
+    match scope {
+        Scope::Node => node_windows,
+        Scope::Cluster => cluster_windows
+            .entry((node.tenant.clone(), node.cluster.clone()))
+            .or_default(),
+    }
+}
+
+/// Moves the window of a measured value's rule and subject (of `node`, or of its cluster)
+/// and, when the window decides something, the issue; returns the issue's event. A node's
+/// sample that decides nothing (most of a healthy fleet's) allocates nothing: the window
+/// is found among the node's handful by rule and resource, and the words are made only
+/// for a decision. (A cluster's windows are found by the cluster's key, made per value.)
+fn observe(
+    rules: &RulesConfig,
+    issues: &mut IssueBook,
+    windows: &mut Vec<RuleWindow>,
+    node: &NodeKey,
+    measured: Measured<'_, '_>,
+    moment: Moment,
+) -> Option<Event> {
+    let Measured {
+        rule,
+        metric,
+        describe,
+    } = measured;
+    let config = rules.threshold(rule)?;
+    let index = match windows.iter().position(|rule_window| {
+        rule_window.rule == rule && rule_window.key.subject.has_resource(metric.resource)
+    }) {
+        Some(index) => index,
+        None => {
+            let subject = match (metric.scope, metric.resource) {
+                (Scope::Node, Some(resource)) => Subject::resource_of_node(node, resource),
+                (Scope::Node, None) => Subject::node(node),
+                (Scope::Cluster, resource) => {
+                    Subject::cluster(&node.tenant, &node.cluster, resource)
+                }
+            };
+            windows.push(RuleWindow {
+                rule,
+                key: IssueKey {
+                    rule: rule.into(),
+                    subject,
+                },
+                window: ConditionWindow::default(),
+                trail: None,
+            });
+            windows.len() - 1
+        }
+    };
+    let RuleWindow {
+        key: issue_key,
+        window,
+        trail,
+        ..
+    } = &mut windows[index];
+    let verdict = threshold::verdict(metric.value, config.threshold);
+    if !window.observe(moment.time, verdict, moment.max_gap) {
+        return None;
+    }
+    let current = issues.get(issue_key).map(|issue| issue.severity);
+    // Every sample the window took, before the skip below: an explanation shows the
+    // whole run.
+    explain::follow(trail, metric.value, window, verdict, moment.time, current);
+    // Most samples of a healthy fleet conclude nothing new: skip making the words of a
+    // conclusion that would be thrown away.
+    if !threshold::may_decide(window, config, current.is_some()) {
+        return None;
+    }
+    let measurement = Measurement::new(issue_key.clone(), metric.value, describe(node));
+    let condition = threshold::conclude(&measurement, window, config, current, rule.remedy())?;
+    let mut event = issues.apply(&measurement.key, condition, moment.now)?;
+    let decided = explain::Decided {
+        window,
+        sample_time: moment.time,
+        now: moment.now,
+    };
+    explain::attach_threshold(
+        issues,
+        &mut event,
+        trail.as_deref(),
+        &measurement,
+        config,
+        decided,
+    );
+    Some(Event::Issue(event))
 }
 
 #[cfg(test)]

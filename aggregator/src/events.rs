@@ -151,8 +151,10 @@ impl Event {
                     "kind": event.kind.as_str(),
                     "reason": reason,
                     "issue_id": issue.id,
-                    "rule": issue.key.rule,
-                    "mount": issue.key.subject.mount,
+                    "rule": issue.key.rule.as_str(),
+                    "mount": issue.key.subject.mount_name().unwrap_or_default(),
+                    "resource_kind": issue.key.subject.resource.as_ref().map_or("", |resource| resource.kind.as_str()),
+                    "resource": issue.key.subject.resource.as_ref().map_or("", |resource| resource.name.as_str()),
                     "state": match issue.state {
                         IssueState::Open => "open",
                         IssueState::Closed => "closed",

@@ -13,6 +13,9 @@
 //! clear run is recorded only while its rule has an issue open on the subject: that is
 //! the only time it can close one, so healthy subjects keep no samples at all.
 //!
+//! The evidence of the silence and of the views is made by their rules (`rules::node_silent`,
+//! `rules::cluster_consensus`); this module makes a threshold rule's.
+//!
 //! No I/O, no clock: times come in with the samples and the decisions.
 
 use std::collections::VecDeque;
@@ -20,11 +23,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ClusterConsensusConfig, NodeSilentConfig, ThresholdRuleConfig};
-use crate::consensus::{NodeView, Observed};
-use crate::detect::Measurement;
-use crate::issue::{IssueBook, IssueEvent, IssueEventKind, UpdateReason};
-use crate::model::{NodeKey, Severity, Timestamp};
+use crate::issue::{IssueBook, IssueEvent, IssueEventKind, IssueKey, UpdateReason};
+use crate::model::{Severity, Timestamp};
+use crate::rules::threshold::{Measurement, ThresholdRuleConfig};
 use crate::window::{ConditionWindow, Verdict};
 
 /// The earliest samples of a run kept in an explanation.
@@ -266,12 +267,13 @@ pub fn follow(
     }
 }
 
-/// Puts what `evidence` builds into `event`'s issue: an opening or a severity change
-/// replaces why it is open (in the book too, so later events carry it); a close adds why
+/// Puts what `evidence` builds into `event`'s issue: an opening, a severity change or a
+/// changed finding replaces why it is open (in the book too, so later events carry it); a close adds why
 /// it closed to the last open explanation. Reminders change nothing.
 pub fn attach(book: &mut IssueBook, event: &mut IssueEvent, evidence: impl FnOnce() -> Evidence) {
     match event.kind {
-        IssueEventKind::Opened | IssueEventKind::Updated(UpdateReason::Severity) => {
+        IssueEventKind::Opened
+        | IssueEventKind::Updated(UpdateReason::Severity | UpdateReason::Changed) => {
             let explanation = Box::new(Explanation {
                 opened: Some(evidence()),
                 closed: None,
@@ -290,11 +292,13 @@ pub fn attach(book: &mut IssueBook, event: &mut IssueEvent, evidence: impl FnOnc
     }
 }
 
-fn millis(duration: Duration) -> u64 {
+/// Milliseconds of `duration`, saturating.
+pub fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn for_phrase(span: Duration) -> String {
+/// " for 1m", or nothing for a zero span.
+pub fn for_phrase(span: Duration) -> String {
     if span.is_zero() {
         String::new()
     } else {
@@ -374,7 +378,7 @@ fn threshold(
     let (samples, samples_elided) = run.map(SampleRun::samples).unwrap_or_default();
     let word = if closing { "under" } else { "over" };
     Evidence {
-        rule: measurement.key.rule.to_owned(),
+        rule: measurement.key.rule.as_str().to_owned(),
         decided_at_ms: now.as_unix_ms(),
         severity,
         measured: measurement.what().to_owned(),
@@ -409,182 +413,34 @@ fn threshold(
     }
 }
 
-/// `node_silent`: opened or escalated by silence, or closed by a batch arriving at `now`.
-pub fn silence(
-    node: &NodeKey,
-    silent_since: Timestamp,
-    interval: Duration,
-    config: &NodeSilentConfig,
-    closing: bool,
+/// An operator closed the issue of `key` at `now`; `detail` says who and why.
+pub fn closed_by_operator(
+    key: &IssueKey,
     severity: Severity,
+    detail: String,
     now: Timestamp,
 ) -> Evidence {
-    let allowance = interval.saturating_mul(config.missed_intervals);
-    let silent_for = now.since(silent_since);
-    let (comparator, text, detail) = if closing {
-        (
-            "",
-            "a sample arrives".to_owned(),
-            format!(
-                "a batch arrived after {} of silence",
-                humantime::format_duration(Duration::from_secs(silent_for.as_secs()))
-            ),
-        )
-    } else {
-        (
-            ">=",
-            format!(
-                "no sample for {} ({} × the {} interval); {} after {}",
-                humantime::format_duration(allowance),
-                config.missed_intervals,
-                humantime::format_duration(interval),
-                config.escalated_severity,
-                humantime::format_duration(config.escalate_after),
-            ),
-            format!(
-                "silent for {}",
-                humantime::format_duration(Duration::from_secs(silent_for.as_secs()))
-            ),
-        )
-    };
     Evidence {
-        rule: crate::detect::NODE_SILENT.to_owned(),
+        rule: key.rule.as_str().to_owned(),
         decided_at_ms: now.as_unix_ms(),
         severity,
-        measured: format!("samples from {node}"),
+        measured: format!("an operator's request about {}", key.subject),
         detail,
         condition: RuleCondition {
-            text,
-            comparator: comparator.to_owned(),
-            threshold: allowance.as_secs_f64(),
-            unit: "seconds".to_owned(),
-            tiers: vec![
-                TierEvidence {
-                    severity: config.severity,
-                    above: allowance.as_secs_f64(),
-                },
-                TierEvidence {
-                    severity: config.escalated_severity,
-                    above: config.escalate_after.as_secs_f64(),
-                },
-            ],
-            tier_threshold: if !closing && silent_for >= config.escalate_after {
-                config.escalate_after.as_secs_f64()
-            } else {
-                allowance.as_secs_f64()
-            },
+            text: "an operator closes it".to_owned(),
+            ..RuleCondition::default()
         },
         window: WindowSpan {
-            open_for_ms: millis(allowance),
-            close_for_ms: 0,
-            from_ms: silent_since.as_unix_ms(),
+            from_ms: now.as_unix_ms(),
             to_ms: now.as_unix_ms(),
             clock: "aggregator".to_owned(),
-        },
-        samples: Vec::new(),
-        samples_elided: 0,
-        silence: Some(SilenceEvidence {
-            silent_since_ms: silent_since.as_unix_ms(),
-            silent_for_ms: millis(silent_for),
-            interval_ms: millis(interval),
-            missed_intervals: config.missed_intervals,
-            allowance_ms: millis(allowance),
-            escalate_after_ms: millis(config.escalate_after),
-        }),
-        nodes: Vec::new(),
-        nodes_elided: 0,
-    }
-}
-
-/// `cluster_consensus` decided at `now` from `views`; `since` is when the disagreement
-/// (or, `closing`, the agreement) began; `message` is the finding's.
-#[allow(clippy::too_many_arguments)]
-pub fn consensus(
-    cluster: &str,
-    views: &[NodeView<'_>],
-    config: &ClusterConsensusConfig,
-    since: Option<Timestamp>,
-    closing: bool,
-    severity: Severity,
-    message: &str,
-    now: Timestamp,
-) -> Evidence {
-    let nodes: Vec<NodeEvidence> = views.iter().take(MAX_NODES).map(node_evidence).collect();
-    let text = if closing {
-        format!(
-            "every node's gossip query succeeds and all normalized views are equal{}",
-            for_phrase(config.close_for)
-        )
-    } else {
-        format!(
-            "a node's gossip query failed, or the normalized views differ{}",
-            for_phrase(config.open_for)
-        )
-    };
-    Evidence {
-        rule: crate::consensus::CLUSTER_CONSENSUS.to_owned(),
-        decided_at_ms: now.as_unix_ms(),
-        severity,
-        measured: format!("the gossip views of the nodes of {cluster}"),
-        detail: message.to_owned(),
-        condition: RuleCondition {
-            text,
-            comparator: String::new(),
-            threshold: 0.0,
-            unit: "nodes".to_owned(),
-            tiers: Vec::new(),
-            tier_threshold: 0.0,
-        },
-        window: WindowSpan {
-            open_for_ms: millis(config.open_for),
-            close_for_ms: millis(config.close_for),
-            from_ms: since.unwrap_or(now).as_unix_ms(),
-            to_ms: now.as_unix_ms(),
-            clock: "aggregator".to_owned(),
+            ..WindowSpan::default()
         },
         samples: Vec::new(),
         samples_elided: 0,
         silence: None,
-        nodes_elided: (views.len() - nodes.len()) as u64,
-        nodes,
-    }
-}
-
-fn node_evidence(view: &NodeView<'_>) -> NodeEvidence {
-    let (outcome, error, members, leaders) = match view.observed {
-        Observed::View(reading) => match &reading.outcome {
-            Ok(members) => {
-                let (normalized, leaders) = crate::consensus::normalized_view(reading, members);
-                let members = normalized
-                    .into_iter()
-                    .map(|(id, state, alive)| MemberEvidence { id, state, alive })
-                    .collect();
-                (
-                    "view",
-                    String::new(),
-                    members,
-                    leaders.into_iter().collect(),
-                )
-            }
-            Err(error) => ("failed", error.clone(), Vec::new(), Vec::new()),
-        },
-        Observed::Silent(for_how_long) => (
-            "silent",
-            format!(
-                "no gossip view for {}",
-                humantime::format_duration(Duration::from_secs(for_how_long.as_secs()))
-            ),
-            Vec::new(),
-            Vec::new(),
-        ),
-        Observed::Pending => ("pending", String::new(), Vec::new(), Vec::new()),
-    };
-    NodeEvidence {
-        node: view.node.to_owned(),
-        outcome: outcome.to_owned(),
-        error,
-        members,
-        leaders,
+        nodes: Vec::new(),
+        nodes_elided: 0,
     }
 }
 

@@ -14,11 +14,12 @@ use uuid::Uuid;
 
 use crate::explain::Explanation;
 use crate::model::{Severity, Subject, Timestamp};
+use crate::rules::RuleName;
 
 /// Which issue: one rule on one subject. At most one open issue per key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IssueKey {
-    pub rule: &'static str,
+    pub rule: RuleName,
     pub subject: Subject,
 }
 
@@ -54,6 +55,8 @@ pub enum UpdateReason {
     Severity,
     /// Still open after `renotify`.
     Reminder,
+    /// The same severity, but what was found changed (e.g. which nodes disagree).
+    Changed,
 }
 
 impl UpdateReason {
@@ -61,6 +64,7 @@ impl UpdateReason {
         match self {
             UpdateReason::Severity => "severity",
             UpdateReason::Reminder => "reminder",
+            UpdateReason::Changed => "changed",
         }
     }
 }
@@ -182,16 +186,33 @@ impl IssueBook {
         }
     }
 
+    /// What was found on the open issue of `key` changed at the same severity (for a rule
+    /// that says when that is news): an `updated` event with the new finding.
+    pub fn change(
+        &mut self,
+        key: &IssueKey,
+        finding: Finding,
+        now: Timestamp,
+    ) -> Option<IssueEvent> {
+        let issue = self.open.get_mut(key)?;
+        update(issue, finding, now);
+        Some(event(
+            IssueEventKind::Updated(UpdateReason::Changed),
+            now,
+            issue.clone(),
+        ))
+    }
+
     /// Reminders for open issues whose latest event is at least `renotify(rule)` old
     /// (`None` or zero: the rule sends none).
     pub fn remind(
         &mut self,
         now: Timestamp,
-        renotify: impl Fn(&'static str) -> Option<Duration>,
+        renotify: impl Fn(&RuleName) -> Option<Duration>,
     ) -> Vec<IssueEvent> {
         let mut reminders = Vec::new();
         for issue in self.open.values_mut() {
-            let Some(every) = renotify(issue.key.rule).filter(|every| !every.is_zero()) else {
+            let Some(every) = renotify(&issue.key.rule).filter(|every| !every.is_zero()) else {
                 continue;
             };
             if now.since(issue.updated_at) >= every {

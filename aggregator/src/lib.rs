@@ -1,8 +1,8 @@
 //! The hostwatch aggregator: ingests agents' samples, keeps windows per node and metric,
 //! opens and closes issues, and serves the operator API.
 //!
-//! Pure core (no I/O, time passed in): `model`, `window`, `detect`, `consensus`, `issue`,
-//! `explain`, `engine`.
+//! Pure core (no I/O, time passed in): `model`, `window`, `rules` (one module per rule and
+//! the registry), `issue`, `explain`, `engine`.
 //! Edges: `ingest` and `api` (gRPC), `monitor` (the task that owns the engine), `store`
 //! (SQLite), `dispatch`, `outbox`, `delivery` and `sink` (where events go), `server` (wiring), `up` (the
 //! embedded default: aggregator and a local agent in one process).
@@ -10,9 +10,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
-pub mod consensus;
 pub mod delivery;
-pub mod detect;
 pub mod dispatch;
 pub mod engine;
 pub mod events;
@@ -23,6 +21,7 @@ pub mod issue;
 pub mod model;
 pub mod monitor;
 pub mod outbox;
+pub mod rules;
 pub mod server;
 pub mod sink;
 pub mod store;

@@ -109,15 +109,97 @@ impl fmt::Display for NodeKey {
     }
 }
 
-/// What an issue is about: a node, one mount of a node, or a whole cluster.
+/// The kinds of resource a subject may name below its node or cluster (DESIGN §6a).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ResourceKind {
+    /// A mounted filesystem of a node, e.g. `/data`.
+    Mount,
+    /// A node of an Elasticsearch cluster, by its node name.
+    EsNode,
+    /// One shard of an index, e.g. `logs-2026.11/0`.
+    Shard,
+    Pod,
+    /// A Kubernetes node (not a hostwatch node).
+    K8sNode,
+    /// A service whose requests a rule watches.
+    Service,
+    Container,
+    /// A condition of a Kubernetes node, e.g. `node-3/DiskPressure`.
+    Condition,
+}
+
+impl ResourceKind {
+    /// Every kind, for parsing and documentation.
+    pub const ALL: [ResourceKind; 8] = [
+        ResourceKind::Mount,
+        ResourceKind::EsNode,
+        ResourceKind::Shard,
+        ResourceKind::Pod,
+        ResourceKind::K8sNode,
+        ResourceKind::Service,
+        ResourceKind::Container,
+        ResourceKind::Condition,
+    ];
+
+    /// The name stored and shown: `mount`, `es_node`, `shard`, `pod`, `k8s_node`,
+    /// `service`, `container`, `condition`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Mount => "mount",
+            ResourceKind::EsNode => "es_node",
+            ResourceKind::Shard => "shard",
+            ResourceKind::Pod => "pod",
+            ResourceKind::K8sNode => "k8s_node",
+            ResourceKind::Service => "service",
+            ResourceKind::Container => "container",
+            ResourceKind::Condition => "condition",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A typed resource below a subject's node or cluster.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Resource {
+    pub kind: ResourceKind,
+    pub name: String,
+}
+
+/// A resource as a rule measures it, borrowed from the sample: finding a subject's window
+/// by it costs no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceRef<'a> {
+    pub kind: ResourceKind,
+    pub name: &'a str,
+}
+
+impl ResourceRef<'_> {
+    pub fn to_owned(self) -> Resource {
+        Resource {
+            kind: self.kind,
+            name: self.name.to_owned(),
+        }
+    }
+}
+
+/// What an issue is about: tenant / cluster / node, plus an optional typed resource. A
+/// cluster-level subject has no node: it is the same subject whichever agent reported it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Subject {
     pub tenant: String,
     pub cluster: String,
-    /// Empty for a cluster-wide subject.
+    /// Empty for a cluster-level subject.
     pub node: String,
-    /// Empty unless the subject is a mount.
-    pub mount: String,
+    pub resource: Option<Resource>,
 }
 
 impl Subject {
@@ -126,14 +208,35 @@ impl Subject {
             tenant: key.tenant.clone(),
             cluster: key.cluster.clone(),
             node: key.node.clone(),
-            mount: String::new(),
+            resource: None,
         }
     }
 
     pub fn mount(key: &NodeKey, mount: &str) -> Self {
+        Self::resource_of_node(
+            key,
+            ResourceRef {
+                kind: ResourceKind::Mount,
+                name: mount,
+            },
+        )
+    }
+
+    /// A resource of one node.
+    pub fn resource_of_node(key: &NodeKey, resource: ResourceRef<'_>) -> Self {
         Self {
-            mount: mount.to_owned(),
+            resource: Some(resource.to_owned()),
             ..Self::node(key)
+        }
+    }
+
+    /// A whole cluster, or a resource of it.
+    pub fn cluster(tenant: &str, cluster: &str, resource: Option<ResourceRef<'_>>) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            cluster: cluster.to_owned(),
+            node: String::new(),
+            resource: resource.map(ResourceRef::to_owned),
         }
     }
 
@@ -144,6 +247,23 @@ impl Subject {
             node: self.node.clone(),
         })
     }
+
+    /// Whether this subject names `resource` (or no resource, for `None`).
+    pub fn has_resource(&self, resource: Option<ResourceRef<'_>>) -> bool {
+        match (&self.resource, resource) {
+            (None, None) => true,
+            (Some(own), Some(other)) => own.kind == other.kind && own.name == other.name,
+            (None, Some(_)) | (Some(_), None) => false,
+        }
+    }
+
+    /// The mount this subject names, if it is a mount.
+    pub fn mount_name(&self) -> Option<&str> {
+        self.resource
+            .as_ref()
+            .filter(|resource| resource.kind == ResourceKind::Mount)
+            .map(|resource| resource.name.as_str())
+    }
 }
 
 impl fmt::Display for Subject {
@@ -152,8 +272,13 @@ impl fmt::Display for Subject {
         if !self.node.is_empty() {
             write!(f, "/{}", self.node)?;
         }
-        if !self.mount.is_empty() {
-            write!(f, ":{}", self.mount)?;
+        match &self.resource {
+            Some(Resource {
+                kind: ResourceKind::Mount,
+                name,
+            }) => write!(f, ":{name}")?,
+            Some(Resource { kind, name }) => write!(f, " {kind} {name}")?,
+            None => {}
         }
         Ok(())
     }

@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Dispatch;
 use crate::engine::{Batch, Engine, EngineError, Hello};
+use crate::events::Event;
+use crate::issue::Issue;
 use crate::model::{NodeKey, Timestamp};
 use crate::store::{NodeProgress, NodeRow, Store, Write};
 
@@ -29,6 +31,8 @@ pub enum MonitorError {
     Engine(#[from] EngineError),
     #[error("not persisted: {0}")]
     Store(String),
+    #[error("issue {0}: not open")]
+    IssueNotOpen(String),
 }
 
 /// How a batch was taken.
@@ -52,6 +56,12 @@ enum Command {
     },
     Disconnected {
         key: NodeKey,
+    },
+    CloseIssue {
+        id: String,
+        operator: String,
+        reason: String,
+        done: oneshot::Sender<Result<Issue, MonitorError>>,
     },
     Query(Query),
 }
@@ -122,6 +132,25 @@ impl Monitor {
                 }
             }
         }
+    }
+
+    /// An operator closes the open issue `id`; returns the closed issue once its `closed`
+    /// event is persisted.
+    pub async fn close_issue(
+        &self,
+        id: String,
+        operator: String,
+        reason: String,
+    ) -> Result<Issue, MonitorError> {
+        let (done, outcome) = oneshot::channel();
+        self.send(Command::CloseIssue {
+            id,
+            operator,
+            reason,
+            done,
+        })
+        .await?;
+        outcome.await.map_err(|_| MonitorError::Stopped)?
     }
 
     /// Runs `read` against the engine's current state.
@@ -240,6 +269,28 @@ fn handle(engine: &mut Engine, command: Command, dispatch: &Dispatch) -> Option<
         Command::Disconnected { key } => {
             engine.disconnected(&key);
             None
+        }
+        Command::CloseIssue {
+            id,
+            operator,
+            reason,
+            done,
+        } => {
+            let Some(event) = engine.close_issue(&id, &operator, &reason, now) else {
+                let _ = done.send(Err(MonitorError::IssueNotOpen(id)));
+                return None;
+            };
+            let closed = event.issue.clone();
+            Some(Write {
+                nodes: Vec::new(),
+                events: vec![Event::Issue(event)],
+                done: Some(Box::new(move |result| {
+                    let result = result
+                        .map(|()| closed)
+                        .map_err(|error| MonitorError::Store(error.to_string()));
+                    let _ = done.send(result);
+                })),
+            })
         }
         Command::Query(read) => {
             read(engine);

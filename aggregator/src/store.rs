@@ -18,13 +18,15 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::mpsc;
 
-use crate::detect;
 use crate::dispatch::Dispatch;
 use crate::engine::NodeState;
 use crate::events::{Event, Notification};
 use crate::explain::Explanation;
 use crate::issue::{Issue, IssueEvent, IssueEventKind, IssueKey, IssueState, UpdateReason};
-use crate::model::{NodeIdentity, NodeKey, Probe, Severity, Subject, Timestamp};
+use crate::model::{
+    NodeIdentity, NodeKey, Probe, Resource, ResourceKind, Severity, Subject, Timestamp,
+};
+use crate::rules::RuleName;
 
 /// Writes waiting for the writer thread; past this the monitor waits.
 const WRITE_QUEUE: usize = 1024;
@@ -372,6 +374,16 @@ const MIGRATIONS: &[&str] = &[
             issue_id TEXT PRIMARY KEY REFERENCES issues (id),
             explanation TEXT NOT NULL
         );",
+    // 4: general subjects: a typed resource (`resource_kind`, `resource`) instead of a
+    // mount; a mount row becomes resource ('mount', its mount). One open issue per rule
+    // and subject, resource included.
+    "ALTER TABLE issues ADD COLUMN resource_kind TEXT NOT NULL DEFAULT '';
+        ALTER TABLE issues ADD COLUMN resource TEXT NOT NULL DEFAULT '';
+        UPDATE issues SET resource_kind = 'mount', resource = mount WHERE mount <> '';
+        DROP INDEX one_open_issue_per_key;
+        ALTER TABLE issues DROP COLUMN mount;
+        CREATE UNIQUE INDEX one_open_issue_per_subject
+            ON issues (rule, tenant, cluster, node, resource_kind, resource) WHERE state = 'open';",
 ];
 
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
@@ -586,9 +598,10 @@ fn record_issue_event(transaction: &Transaction<'_>, event: &IssueEvent) -> Resu
     let subject = &issue.key.subject;
     transaction
         .prepare_cached(
-            "INSERT INTO issues (id, rule, tenant, cluster, node, mount, severity, state,
-                 opened_ms, closed_ms, updated_ms, value, threshold, message, remedy)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+            "INSERT INTO issues (id, rule, tenant, cluster, node, resource_kind, resource,
+                 severity, state, opened_ms, closed_ms, updated_ms, value, threshold, message,
+                 remedy)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
              ON CONFLICT (id) DO UPDATE SET
                  severity = excluded.severity, state = excluded.state,
                  closed_ms = excluded.closed_ms, updated_ms = excluded.updated_ms,
@@ -597,11 +610,18 @@ fn record_issue_event(transaction: &Transaction<'_>, event: &IssueEvent) -> Resu
         )?
         .execute(params![
             issue.id,
-            issue.key.rule,
+            issue.key.rule.as_str(),
             subject.tenant,
             subject.cluster,
             subject.node,
-            subject.mount,
+            subject
+                .resource
+                .as_ref()
+                .map_or("", |resource| resource.kind.as_str()),
+            subject
+                .resource
+                .as_ref()
+                .map_or("", |resource| resource.name.as_str()),
             issue.severity.as_str(),
             state_str(issue.state),
             issue.opened_at.as_unix_ms(),
@@ -637,10 +657,11 @@ fn record_issue_event(transaction: &Transaction<'_>, event: &IssueEvent) -> Resu
     Ok(())
 }
 
-/// Writes the issue's explanation when an event changed it (opened, severity, closed).
+/// Writes the issue's explanation when an event changed it (opened, severity, changed,
+/// closed).
 fn record_explanation(transaction: &Transaction<'_>, event: &IssueEvent) -> Result<(), StoreError> {
     let (IssueEventKind::Opened
-    | IssueEventKind::Updated(UpdateReason::Severity)
+    | IssueEventKind::Updated(UpdateReason::Severity | UpdateReason::Changed)
     | IssueEventKind::Closed) = event.kind
     else {
         return Ok(());
@@ -805,8 +826,8 @@ fn parse_probes(key: &NodeKey, text: &str) -> Result<Vec<Probe>, StoreError> {
         .collect())
 }
 
-const ISSUE_COLUMNS: &str = "id, rule, tenant, cluster, node, mount, severity, state, opened_ms,
-     closed_ms, updated_ms, value, threshold, message, remedy";
+const ISSUE_COLUMNS: &str = "id, rule, tenant, cluster, node, resource_kind, resource, severity,
+     state, opened_ms, closed_ms, updated_ms, value, threshold, message, remedy";
 
 fn list_issues(connection: &Connection, filter: &IssueFilter) -> Result<Vec<Issue>, StoreError> {
     let severities: Vec<&str> = [
@@ -875,6 +896,7 @@ fn get_issue(
             ("opened", _) => IssueEventKind::Opened,
             ("closed", _) => IssueEventKind::Closed,
             (_, "reminder") => IssueEventKind::Updated(UpdateReason::Reminder),
+            (_, "changed") => IssueEventKind::Updated(UpdateReason::Changed),
             _ => IssueEventKind::Updated(UpdateReason::Severity),
         };
         events.push(StoredIssueEvent {
@@ -892,36 +914,48 @@ fn get_issue(
 }
 
 fn issue_from_row(row: &rusqlite::Row<'_>) -> Result<Issue, StoreError> {
-    let rule: String = row.get(1)?;
-    let rule = detect::rule_name(&rule).ok_or_else(|| StoreError::Corrupt {
-        what: format!("issue {}", row.get::<_, String>(0).unwrap_or_default()),
-        detail: format!("unknown rule {rule:?}"),
-    })?;
-    let state: String = row.get(7)?;
+    let id: String = row.get(0)?;
+    // A rule this build does not know (the issue came from another build) still loads:
+    // it lists and can be closed by an operator; nothing evaluates it.
+    let rule = RuleName::parse(&row.get::<_, String>(1)?);
+    let resource_kind: String = row.get(5)?;
+    let resource = if resource_kind.is_empty() {
+        None
+    } else {
+        let kind = ResourceKind::parse(&resource_kind).ok_or_else(|| StoreError::Corrupt {
+            what: format!("issue {id}"),
+            detail: format!("unknown resource kind {resource_kind:?}"),
+        })?;
+        Some(Resource {
+            kind,
+            name: row.get(6)?,
+        })
+    };
+    let state: String = row.get(8)?;
     Ok(Issue {
-        id: row.get(0)?,
+        id,
         key: IssueKey {
             rule,
             subject: Subject {
                 tenant: row.get(2)?,
                 cluster: row.get(3)?,
                 node: row.get(4)?,
-                mount: row.get(5)?,
+                resource,
             },
         },
-        severity: parse_severity(&row.get::<_, String>(6)?)?,
+        severity: parse_severity(&row.get::<_, String>(7)?)?,
         state: if state == "open" {
             IssueState::Open
         } else {
             IssueState::Closed
         },
-        opened_at: Timestamp::from_unix_ms(row.get(8)?),
-        closed_at: row.get::<_, Option<i64>>(9)?.map(Timestamp::from_unix_ms),
-        updated_at: Timestamp::from_unix_ms(row.get(10)?),
-        value: row.get(11)?,
-        threshold: row.get(12)?,
-        message: row.get(13)?,
-        remedy: row.get(14)?,
+        opened_at: Timestamp::from_unix_ms(row.get(9)?),
+        closed_at: row.get::<_, Option<i64>>(10)?.map(Timestamp::from_unix_ms),
+        updated_at: Timestamp::from_unix_ms(row.get(11)?),
+        value: row.get(12)?,
+        threshold: row.get(13)?,
+        message: row.get(14)?,
+        remedy: row.get(15)?,
         // Read beside the row where it is needed (`get_issue`, `restore`).
         explanation: None,
     })

@@ -90,7 +90,11 @@ fn config_text(data_dir: &std::path::Path) -> String {
 
 impl Running {
     async fn start() -> Self {
-        let data = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap()).await
+    }
+
+    /// An aggregator on the database in `data` (a restart when it holds one).
+    async fn start_in(data: tempfile::TempDir) -> Self {
         let config = AggregatorConfig::parse(&config_text(data.path())).unwrap();
         assert_eq!(config.validate(), Ok(()));
         let aggregator = Aggregator::bind(config).await.unwrap();
@@ -118,12 +122,14 @@ impl Running {
             .unwrap()
     }
 
-    async fn stop(mut self) {
+    /// Stops it; returns its data directory, for a restart.
+    async fn stop(mut self) -> tempfile::TempDir {
         let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), self.task)
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
             .await
             .unwrap()
             .unwrap();
+        self._data
     }
 }
 
@@ -620,4 +626,86 @@ async fn without_tokens_a_public_address_is_refused() {
         error.contains("0.0.0.0:0 is not a loopback address"),
         "{error}"
     );
+}
+
+/// An issue of a rule this build does not know (written by another build, e.g. before a
+/// rollback) does not stop the aggregator: it loads, lists with its rule and resource,
+/// and an admin of its tenant closes it, the reason recorded in its `closed` event.
+#[tokio::test]
+async fn an_issue_of_an_unknown_rule_lists_and_its_tenants_admin_closes_it() {
+    const ID: &str = "0190b1a2-1111-7000-8000-00000000abcd";
+    let data = Running::start().await.stop().await;
+    let connection = rusqlite::Connection::open(data.path().join("hostwatch.db")).unwrap();
+    connection
+        .execute(
+            "INSERT INTO issues (id, rule, tenant, cluster, node, resource_kind, resource,
+                 severity, state, opened_ms, updated_ms, value, threshold, message, remedy)
+             VALUES (?1, 'retired_rule', 'acme', 'db', '', 'service', 'checkout', 'error',
+                 'open', ?2, ?2, 7.5, 5.0, 'from a newer build', '')",
+            rusqlite::params![ID, now_ms()],
+        )
+        .unwrap();
+    drop(connection);
+    let running = Running::start_in(data).await;
+
+    let open = wire::ListIssuesRequest {
+        state: wire::IssueState::Open as i32,
+        ..Default::default()
+    };
+    let mut viewer = operator(&running, Some(ACME_VIEWER)).await;
+    let listed = viewer
+        .list_issues(open.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .issues;
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    assert_eq!(
+        (
+            listed[0].id.as_str(),
+            listed[0].rule.as_str(),
+            listed[0].resource_kind.as_str(),
+            listed[0].resource.as_str()
+        ),
+        (ID, "retired_rule", "service", "checkout")
+    );
+
+    let close = |reason: &str| wire::CloseIssueRequest {
+        id: ID.into(),
+        reason: reason.into(),
+    };
+    let denied = viewer.close_issue(close("gone")).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let mut globex = operator(&running, Some(GLOBEX_ADMIN)).await;
+    let unknown = globex.close_issue(close("gone")).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    let mut admin = operator(&running, Some(ACME_ADMIN)).await;
+    let no_reason = admin.close_issue(close("  ")).await.unwrap_err();
+    assert_eq!(no_reason.code(), Code::InvalidArgument, "{no_reason:?}");
+
+    let closed = admin
+        .close_issue(close("the rule was retired"))
+        .await
+        .unwrap()
+        .into_inner()
+        .issue
+        .unwrap();
+    assert_eq!(closed.state, wire::IssueState::Closed as i32);
+    assert_eq!(closed.rule, "retired_rule");
+    let detail = viewer
+        .get_issue(wire::GetIssueRequest { id: ID.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let last = detail.events.last().unwrap();
+    assert_eq!(last.kind, wire::IssueEventKind::Closed as i32);
+    assert_eq!(
+        last.message,
+        "closed by operator acme-admin: the rule was retired"
+    );
+    let again = admin.close_issue(close("twice")).await.unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+    let still_open = viewer.list_issues(open).await.unwrap().into_inner().issues;
+    assert_eq!(still_open, []);
+    running.stop().await;
 }

@@ -233,6 +233,16 @@ impl wire::operator_server::Operator for OperatorService {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn close_issue(
+        &self,
+        request: Request<wire::CloseIssueRequest>,
+    ) -> Result<Response<wire::CloseIssueResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        self.close(&caller, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn publish_notification(
         &self,
         request: Request<wire::PublishNotificationRequest>,
@@ -297,6 +307,51 @@ impl wire::operator_server::Operator for OperatorService {
         Ok(Response::new(wire::PublishNotificationResponse {
             notification: Some(notification),
         }))
+    }
+}
+
+impl OperatorService {
+    /// `CloseIssue`: admins only; another tenant's issue is as unknown as a missing one.
+    async fn close(
+        &self,
+        caller: &Caller,
+        request: wire::CloseIssueRequest,
+    ) -> Result<wire::CloseIssueResponse, Status> {
+        caller.require_admin()?;
+        let wire::CloseIssueRequest { id, reason } = request;
+        let reason = reason.trim().to_owned();
+        if reason.is_empty() {
+            return Err(Status::invalid_argument(
+                "close issue: reason must not be empty",
+            ));
+        }
+        let found = self
+            .store
+            .get_issue(id.clone())
+            .await
+            .map_err(store_status)?;
+        let (issue, _) = found
+            .filter(|(issue, _)| caller.sees(&issue.key.subject.tenant))
+            .ok_or_else(|| Status::not_found(format!("issue {id}: not known")))?;
+        if issue.state == IssueState::Closed {
+            return Err(Status::failed_precondition(format!(
+                "issue {id}: already closed"
+            )));
+        }
+        let closed = self
+            .monitor
+            .close_issue(id, caller.name.clone(), reason)
+            .await
+            .map_err(|error| match error {
+                MonitorError::IssueNotOpen(_) => Status::failed_precondition(error.to_string()),
+                MonitorError::Stopped | MonitorError::Engine(_) | MonitorError::Store(_) => {
+                    monitor_status(error)
+                }
+            })?;
+        tracing::info!(issue = %closed.id, rule = %closed.key.rule, operator = %caller.name, "issue closed by an operator");
+        Ok(wire::CloseIssueResponse {
+            issue: Some(issue_to_wire(&closed)),
+        })
     }
 }
 
@@ -522,11 +577,20 @@ fn issue_to_wire(issue: &Issue) -> wire::Issue {
     let subject = &issue.key.subject;
     wire::Issue {
         id: issue.id.clone(),
-        rule: issue.key.rule.to_owned(),
+        rule: issue.key.rule.as_str().to_owned(),
         tenant: subject.tenant.clone(),
         cluster: subject.cluster.clone(),
         node: subject.node.clone(),
-        mount: subject.mount.clone(),
+        mount: subject.mount_name().unwrap_or_default().to_owned(),
+        resource_kind: subject
+            .resource
+            .as_ref()
+            .map_or("", |resource| resource.kind.as_str())
+            .to_owned(),
+        resource: subject
+            .resource
+            .as_ref()
+            .map_or(String::new(), |resource| resource.name.clone()),
         severity: severity_to_wire(issue.severity) as i32,
         state: match issue.state {
             IssueState::Open => wire::IssueState::Open,
@@ -630,7 +694,7 @@ fn stored_event_to_wire(issue: &Issue, event: &StoredIssueEvent) -> wire::IssueE
         issue_id: issue.id.clone(),
         kind: kind as i32,
         time_unix_ms: event.time.as_unix_ms(),
-        rule: issue.key.rule.to_owned(),
+        rule: issue.key.rule.as_str().to_owned(),
         severity: severity_to_wire(event.severity) as i32,
         value: event.value,
         threshold: event.threshold,
@@ -650,7 +714,7 @@ fn event_to_wire(event: &Event) -> wire::Event {
                 issue_id: issue.id.clone(),
                 kind: kind as i32,
                 time_unix_ms: issue_event.time.as_unix_ms(),
-                rule: issue.key.rule.to_owned(),
+                rule: issue.key.rule.as_str().to_owned(),
                 severity: severity_to_wire(issue.severity) as i32,
                 value: issue.value,
                 threshold: issue.threshold,

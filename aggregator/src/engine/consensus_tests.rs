@@ -18,9 +18,18 @@ fn member(id: &str, state: &str, alive: bool) -> GossipMember {
         instance_id: id.into(),
         state: state.into(),
         alive,
-        endpoint: format!("{id}:2113"),
+        endpoint: endpoint(id),
         epoch_number: 7,
     }
+}
+
+/// Where member `id` serves: a → 10.0.0.1:2113, b → 10.0.0.2:2113, …
+fn endpoint(id: &str) -> String {
+    let n = id
+        .bytes()
+        .next()
+        .map_or(0, |first| first.saturating_sub(b'a') + 1);
+    format!("10.0.0.{n}:2113")
 }
 
 /// The healthy three-node view: a leads, b and c follow.
@@ -102,6 +111,25 @@ impl Cluster {
             .events
     }
 
+    /// `node` reports a host sample at `secs`: its agent is alive.
+    fn host(&mut self, node: &str, secs: i64) -> Vec<Event> {
+        let seq = self.seqs.entry(node.to_owned()).or_default();
+        *seq += 1;
+        let batch = Batch {
+            seq: *seq,
+            samples: vec![Sample {
+                time: at(secs),
+                reading: Reading::Host(super::tests::host(0.1, 10.0, 10.0)),
+            }],
+            n_rejected: 0,
+            dropped_batches_total: 0,
+        };
+        self.engine
+            .apply_batch(&key(node), batch, at(secs))
+            .unwrap()
+            .events
+    }
+
     /// Every node reports at `secs`: the view `views_of` gives it.
     fn round(&mut self, secs: i64, views_of: impl Fn(&str) -> GossipReading) -> Vec<Event> {
         let mut nodes: Vec<String> = self.seqs.keys().cloned().collect();
@@ -116,13 +144,8 @@ impl Cluster {
 
     fn open(&self) -> Option<&Issue> {
         self.engine.open_issue(&IssueKey {
-            rule: CLUSTER_CONSENSUS,
-            subject: Subject {
-                tenant: "acme".into(),
-                cluster: "db".into(),
-                node: String::new(),
-                mount: String::new(),
-            },
+            rule: RuleId::ClusterConsensus.into(),
+            subject: Subject::cluster("acme", "db", None),
         })
     }
 }
@@ -140,7 +163,7 @@ fn consensus_events(events: &[Event]) -> Vec<(&'static str, String)> {
     events
         .iter()
         .filter_map(|event| match event {
-            Event::Issue(event) if event.issue.key.rule == CLUSTER_CONSENSUS => {
+            Event::Issue(event) if event.issue.key.rule == RuleId::ClusterConsensus => {
                 Some((event.kind.as_str(), event.issue.message.clone()))
             }
             _ => None,
@@ -197,8 +220,9 @@ fn one_node_seeing_a_different_leader_opens_after_open_for_and_names_it() {
     assert_eq!((*secs, *kind), (60, "opened"));
     assert_eq!(
         message,
-        "the nodes disagree (for 1m): node b sees a as Follower, nodes a and c see a as Leader; \
-         node b sees c as Leader, nodes a and c see c as Follower"
+        "the nodes disagree (for 1m): node b sees 10.0.0.1:2113 (a) as Follower, nodes a and c \
+         see 10.0.0.1:2113 (a) as Leader; node b sees 10.0.0.3:2113 (c) as Leader, nodes a and \
+         c see 10.0.0.3:2113 (c) as Follower"
     );
     let issue = cluster.open().unwrap();
     assert_eq!(issue.severity, Severity::Error);
@@ -220,7 +244,8 @@ fn a_view_lacking_a_member_is_a_disagreement() {
         [(
             60,
             "opened",
-            "the nodes disagree (for 1m): node c does not list c, nodes a and b see c as Follower"
+            "the nodes disagree (for 1m): node c does not list 10.0.0.3:2113 (c), nodes a and b \
+             see 10.0.0.3:2113 (c) as Follower"
                 .to_owned()
         )]
     );
@@ -241,8 +266,8 @@ fn a_member_dead_in_one_view_is_a_disagreement() {
         [(
             60,
             "opened",
-            "the nodes disagree (for 1m): node a sees b as Follower (dead), \
-             nodes b and c see b as Follower"
+            "the nodes disagree (for 1m): node a sees 10.0.0.2:2113 (b) as Follower (dead), \
+             nodes b and c see 10.0.0.2:2113 (b) as Follower"
                 .to_owned()
         )]
     );
@@ -307,8 +332,7 @@ fn a_node_going_silent_counts_as_a_failed_query() {
         [(
             210,
             "opened",
-            "the nodes disagree (for 1m): node c: gossip query failed: no gossip view for 2m 30s"
-                .to_owned()
+            "the nodes disagree (for 1m): node c: agent silent for 2m 30s".to_owned()
         )]
     );
     // c is back with the same view: agreement, closed at once.
@@ -356,7 +380,9 @@ fn agreement_restored_closes_at_once() {
     let opened = rounds(&mut cluster, 0, 60, disagreeing);
     assert_eq!(opened.len(), 1);
     assert!(
-        opened[0].2.contains("node b names 2 leaders: a, b"),
+        opened[0]
+            .2
+            .contains("node b names 2 leaders: 10.0.0.1:2113 (a), 10.0.0.2:2113 (b)"),
         "{}",
         opened[0].2
     );
@@ -390,4 +416,164 @@ fn the_rule_can_be_disabled() {
     let mut cluster = Cluster::new(&["a", "b"]);
     cluster.engine.rules = rules;
     assert_eq!(rounds(&mut cluster, 0, 300, |_| failed("nope")), []);
+}
+
+// ---- defects found by trying it ---------------------------------------------------------
+
+/// During a rolling upgrade from EventStoreDB 5.x, an upgraded node says Leader/Follower
+/// where a 5.x node says Master/Slave: the same view in two vocabularies.
+#[test]
+fn a_5x_node_saying_master_and_slave_agrees_with_20x_nodes() {
+    let mut cluster = Cluster::new(&["a", "b", "c"]);
+    let seen = rounds(&mut cluster, 0, 300, |node| {
+        if node == "a" {
+            view(vec![
+                member("a", "Master", true),
+                member("b", "Slave", true),
+                member("c", "Slave", true),
+            ])
+        } else {
+            view(healthy())
+        }
+    });
+    assert_eq!(seen, []);
+    // Explanations show the one vocabulary too.
+    let reading = view(vec![
+        member("a", "PreMaster", true),
+        member("b", "Master", true),
+        member("c", "Slave", true),
+    ]);
+    let Ok(members) = &reading.outcome else {
+        unreachable!("a view")
+    };
+    let (normalized, leaders) = cluster_consensus::normalized_view(&reading, members);
+    let states: Vec<&str> = normalized
+        .iter()
+        .map(|(_, state, _)| state.as_str())
+        .collect();
+    assert_eq!(states, ["PreLeader", "Leader", "Follower"]);
+    assert_eq!(leaders.into_iter().collect::<Vec<_>>(), ["b"]);
+}
+
+/// A member the views call Leader but not alive leads nothing: a cluster whose only
+/// leader is dead disagrees, though every view is the same.
+#[test]
+fn a_cluster_whose_only_leader_is_dead_disagrees() {
+    let mut cluster = Cluster::new(&["b", "c"]);
+    let dead_leader = || {
+        view(vec![
+            member("a", "Leader", false),
+            member("b", "Follower", true),
+            member("c", "Follower", true),
+        ])
+    };
+    let seen = rounds(&mut cluster, 0, 90, |_| dead_leader());
+    assert_eq!(
+        seen,
+        [(
+            60,
+            "opened",
+            "the nodes disagree (for 1m): node b names no live leader (10.0.0.1:2113 (a) is \
+             Leader but dead); node c names no live leader (10.0.0.1:2113 (a) is Leader but \
+             dead)"
+                .to_owned()
+        )]
+    );
+    assert_eq!(
+        cluster.open().unwrap().value,
+        2.0,
+        "both nodes are at fault"
+    );
+}
+
+/// An open issue follows its disagreement: another node failing is an `updated` event
+/// with the new message, value and explanation; the same disagreement again is not.
+#[test]
+fn an_open_disagreement_that_changes_is_updated() {
+    let mut cluster = Cluster::new(&["a", "b", "c"]);
+    let opened = rounds(&mut cluster, 0, 60, |node| {
+        if node == "c" {
+            failed("connection refused")
+        } else {
+            view(healthy())
+        }
+    });
+    assert_eq!(opened.len(), 1);
+    let b_fails_too = |node: &str| {
+        if node == "a" {
+            view(healthy())
+        } else {
+            failed("connection refused")
+        }
+    };
+    let events = cluster.round(90, b_fails_too);
+    let updates: Vec<&crate::issue::IssueEvent> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Issue(event) if event.issue.key.rule == RuleId::ClusterConsensus => Some(event),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(updates.len(), 1, "{updates:#?}");
+    let update = updates[0];
+    assert_eq!(
+        update.kind,
+        IssueEventKind::Updated(crate::issue::UpdateReason::Changed)
+    );
+    assert_eq!(
+        update.issue.message,
+        "the nodes disagree (for 1m 30s): node b: gossip query failed: connection refused; \
+         node c: gossip query failed: connection refused"
+    );
+    assert_eq!(update.issue.value, 2.0);
+    let why = update
+        .issue
+        .explanation
+        .as_ref()
+        .and_then(|explanation| explanation.opened.as_ref())
+        .unwrap();
+    let outcomes: Vec<(&str, &str)> = why
+        .nodes
+        .iter()
+        .map(|node| (node.node.as_str(), node.outcome.as_str()))
+        .collect();
+    assert_eq!(outcomes, [("a", "view"), ("b", "failed"), ("c", "failed")]);
+    assert_eq!(why.detail, update.issue.message);
+    assert_eq!(cluster.open().unwrap().message, update.issue.message);
+    // Nothing new: no event, however long it lasts.
+    assert_eq!(rounds(&mut cluster, 120, 600, b_fails_too), []);
+}
+
+/// A node whose agent still reports but sends no gossip view has no view; one whose
+/// agent stopped altogether is an agent gone silent, not a failed query.
+#[test]
+fn a_node_without_views_is_told_from_a_silent_agent() {
+    let mut cluster = Cluster::new(&["a", "b", "c"]);
+    assert_eq!(rounds(&mut cluster, 0, 60, |_| view(healthy())), []);
+    let mut seen = Vec::new();
+    for secs in 61..=240 {
+        let mut events = Vec::new();
+        if secs % 30 == 0 {
+            events.extend(cluster.gossip("a", secs, view(healthy())));
+            events.extend(cluster.gossip("b", secs, view(healthy())));
+        }
+        if secs % 15 == 0 {
+            // c's agent is alive: host samples, but no gossip view after 60 s.
+            events.extend(cluster.host("c", secs));
+        }
+        events.extend(cluster.engine.tick(at(secs)));
+        seen.extend(
+            consensus_events(&events)
+                .into_iter()
+                .map(|(kind, message)| (secs, kind, message)),
+        );
+    }
+    assert_eq!(
+        seen,
+        [(
+            210,
+            "opened",
+            "the nodes disagree (for 1m): node c: no gossip view for 2m 30s".to_owned()
+        )]
+    );
 }

@@ -158,7 +158,7 @@ fn disk_usage_is_explained_by_exactly_the_run_that_held_for_a_minute() {
     // The open issue in the book carries the same explanation, for later events.
     let subject = Subject::mount(&key("n1"), "/");
     let open = timeline.engine.open_issue(&IssueKey {
-        rule: detect::DISK_USAGE,
+        rule: RuleId::DiskUsage.into(),
         subject,
     });
     assert_eq!(open.unwrap().explanation, event.issue.explanation);

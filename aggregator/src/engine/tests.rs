@@ -36,7 +36,7 @@ fn seen(events: &[Event]) -> Vec<Seen> {
         .filter_map(|event| match event {
             Event::Issue(event) => Some(Seen {
                 kind: event.kind.as_str(),
-                rule: event.issue.key.rule,
+                rule: event.issue.key.rule.known().map_or("unknown", RuleId::name),
                 severity: event.issue.severity,
                 value: event.issue.value,
             }),
@@ -143,12 +143,15 @@ impl Timeline {
     }
 
     fn open(&self, rule: &'static str) -> Option<&Issue> {
-        let mount = if rule == detect::DISK_USAGE { "/" } else { "" };
-        let subject = Subject {
-            mount: mount.into(),
-            ..Subject::node(&self.node)
+        let subject = if rule == "disk_usage" {
+            Subject::mount(&self.node, "/")
+        } else {
+            Subject::node(&self.node)
         };
-        self.engine.open_issue(&IssueKey { rule, subject })
+        self.engine.open_issue(&IssueKey {
+            rule: crate::rules::RuleName::parse(rule),
+            subject,
+        })
     }
 }
 
@@ -156,6 +159,67 @@ fn quiet_rules() -> RulesConfig {
     let mut rules = RulesConfig::default();
     rules.node_silent.enabled = false;
     rules
+}
+
+// ---- cluster-level values --------------------------------------------------------------
+
+/// A value of `Scope::Cluster` moves one window per cluster, whichever agent reported it:
+/// two agents reporting one condition (each missing some samples) open one issue, about
+/// the cluster, once the condition held across their samples together.
+#[test]
+fn a_cluster_level_value_is_one_subject_whichever_agent_reported_it() {
+    let rules = quiet_rules();
+    let mut issues = IssueBook::default();
+    let mut cluster_windows = HashMap::new();
+    let (mut n1_windows, mut n2_windows) = (Vec::new(), Vec::new());
+    let node = |name: &str| NodeKey {
+        tenant: "acme".into(),
+        cluster: "db".into(),
+        node: name.into(),
+    };
+    let shard = crate::model::ResourceRef {
+        kind: crate::model::ResourceKind::Shard,
+        name: "logs/0",
+    };
+    let describe = |reporter: &NodeKey| crate::rules::Description {
+        what: format!("shard logs/0, reported by {reporter}"),
+        how: String::new(),
+        unit: crate::rules::threshold::Unit::Percent,
+    };
+    let mut report = |reporter: &NodeKey, own: &mut Vec<RuleWindow>, secs: i64| {
+        let measured = Measured {
+            rule: RuleId::DiskUsage,
+            metric: Metric {
+                scope: Scope::Cluster,
+                resource: Some(shard),
+                value: 90.0,
+            },
+            describe: &describe,
+        };
+        let moment = Moment {
+            time: at(secs),
+            now: at(secs),
+            max_gap: Duration::from_secs(45),
+        };
+        let windows = windows_of(own, &mut cluster_windows, reporter, Scope::Cluster);
+        observe(&rules, &mut issues, windows, reporter, measured, moment)
+    };
+    // disk_usage opens after 1 min over 80 %: n1 at 0 s and 60 s, n2 at 30 s in between.
+    assert_eq!(report(&node("n1"), &mut n1_windows, 0), None);
+    assert_eq!(report(&node("n2"), &mut n2_windows, 30), None);
+    let Some(Event::Issue(opened)) = report(&node("n1"), &mut n1_windows, 60) else {
+        panic!("the condition held 1 min across both agents' samples");
+    };
+    assert_eq!(opened.kind, IssueEventKind::Opened);
+    assert_eq!(
+        opened.issue.key.subject,
+        Subject::cluster("acme", "db", Some(shard))
+    );
+    // n2 reports the same condition: the same subject, still open, nothing new.
+    assert_eq!(report(&node("n2"), &mut n2_windows, 60), None);
+    assert_eq!(report(&node("n2"), &mut n2_windows, 75), None);
+    assert_eq!(issues.open_issues().count(), 1);
+    assert!(n1_windows.is_empty() && n2_windows.is_empty());
 }
 
 // ---- exactly at the threshold ---------------------------------------------------------
@@ -266,7 +330,7 @@ fn disk_usage_opens_after_a_minute_over_and_closes_at_once() {
     let Event::Issue(event) = &opened[0] else {
         unreachable!()
     };
-    assert_eq!(event.issue.key.subject.mount, "/");
+    assert_eq!(event.issue.key.subject.mount_name(), Some("/"));
     assert!(
         event
             .issue
@@ -365,7 +429,7 @@ fn a_gap_in_samples_neither_opens_nor_closes() {
 
 // Severity tiers: one issue moves between tiers with `updated`, never a new issue.
 // Falling back, a tier holds while the value is over the tier beneath it (see
-// `detect::tier_severity`): 87 % is under warning's 88 % but over info's 85 %, so an
+// `rules::threshold::tier_severity`): 87 % is under warning's 88 % but over info's 85 %, so an
 // error issue drops to warning, not to info.
 #[test]
 fn severity_tiers_update_one_issue_and_step_down_with_hysteresis() {
@@ -439,7 +503,7 @@ fn a_tier_holds_while_the_value_stays_over_the_tier_beneath() {
             ("updated", Severity::Warning),
         ]
     );
-    let issue = timeline.open(detect::MEMORY_USAGE).unwrap();
+    let issue = timeline.open("memory_usage").unwrap();
     assert!(
         issue
             .message

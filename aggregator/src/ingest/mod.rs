@@ -310,7 +310,9 @@ fn hello_from_wire(hello: wire::Hello) -> Hello {
 fn status(error: MonitorError) -> Status {
     match error {
         MonitorError::Stopped => Status::unavailable(error.to_string()),
-        MonitorError::Engine(_) => Status::failed_precondition(error.to_string()),
+        MonitorError::Engine(_) | MonitorError::IssueNotOpen(_) => {
+            Status::failed_precondition(error.to_string())
+        }
         MonitorError::Store(_) => Status::unavailable(error.to_string()),
     }
 }

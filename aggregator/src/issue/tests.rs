@@ -8,13 +8,15 @@ fn at(secs: i64) -> Timestamp {
 
 fn key() -> IssueKey {
     IssueKey {
-        rule: "disk_usage",
-        subject: Subject {
-            tenant: "t".into(),
-            cluster: "c".into(),
-            node: "n".into(),
-            mount: "/".into(),
-        },
+        rule: crate::rules::RuleName::parse("disk_usage"),
+        subject: Subject::mount(
+            &crate::model::NodeKey {
+                tenant: "t".into(),
+                cluster: "c".into(),
+                node: "n".into(),
+            },
+            "/",
+        ),
     }
 }
 
@@ -143,7 +145,7 @@ fn reminders_count_from_the_latest_event() {
         Condition::Breach(finding(Severity::Warning, 85.0)),
         at(0),
     );
-    let every = |_: &'static str| Some(Duration::from_secs(60));
+    let every = |_: &crate::rules::RuleName| Some(Duration::from_secs(60));
     assert!(book.remind(at(59), every).is_empty());
     book.apply(
         &key(),

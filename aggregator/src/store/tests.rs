@@ -5,6 +5,7 @@ use tokio_util::task::TaskTracker;
 
 use super::*;
 use crate::issue::{Condition, Finding, IssueBook};
+use crate::rules::RuleId;
 
 fn at(secs: i64) -> Timestamp {
     Timestamp::from_unix_ms(1_800_000_000_000 + secs * 1000)
@@ -68,7 +69,7 @@ fn clear(value: f64) -> Condition {
 
 fn disk_key(node: &str) -> IssueKey {
     IssueKey {
-        rule: "disk_usage",
+        rule: RuleId::DiskUsage.into(),
         subject: Subject::mount(&node_key(node), "/"),
     }
 }
@@ -278,7 +279,7 @@ async fn list_issues_filters_and_orders_newest_first() {
     let (store, writer, _) = open(dir.path());
     let mut book = IssueBook::default();
     let silent = IssueKey {
-        rule: "node_silent",
+        rule: RuleId::NodeSilent.into(),
         subject: Subject::node(&node_key("b")),
     };
     let events = [
@@ -528,17 +529,115 @@ async fn issues_stored_before_explanations_existed_have_none() {
     assert_eq!(opened.issue.explanation, None);
     write(&store, vec![], vec![Event::Issue(opened)]).await;
     close(store, writer);
-    // Back to schema version 2, as an aggregator from before migration 3 left it.
+    // Back to schema version 2, as an aggregator from before migration 3 left it: no
+    // explanations, and (before migration 4) a mount column instead of resources.
     let connection = Connection::open(dir.path().join("hostwatch.db")).unwrap();
     connection
-        .execute_batch("DROP TABLE issue_explanations; PRAGMA user_version = 2;")
+        .execute_batch(
+            "DROP TABLE issue_explanations;
+             DROP INDEX one_open_issue_per_subject;
+             ALTER TABLE issues ADD COLUMN mount TEXT NOT NULL DEFAULT '';
+             UPDATE issues SET mount = resource WHERE resource_kind = 'mount';
+             ALTER TABLE issues DROP COLUMN resource_kind;
+             ALTER TABLE issues DROP COLUMN resource;
+             CREATE UNIQUE INDEX one_open_issue_per_key
+                 ON issues (rule, tenant, cluster, node, mount) WHERE state = 'open';
+             PRAGMA user_version = 2;",
+        )
         .unwrap();
     drop(connection);
 
     let (store, writer, restored) = open(dir.path());
     assert_eq!(restored.open_issues.len(), 1);
     assert_eq!(restored.open_issues[0].explanation, None);
+    assert_eq!(restored.open_issues[0].key, disk_key("a"));
     let (issue, _) = store.get_issue(id).await.unwrap().unwrap();
     assert_eq!(issue.explanation, None);
+    close(store, writer);
+}
+
+/// A database of schema 3 (issues with a `mount` column) migrates: a mount row becomes a
+/// mount resource, a node row keeps none. An open issue of a rule this build does not
+/// know loads (it never stops the aggregator) and an operator's close of it persists,
+/// the reason in its `closed` event; a restart then restores only the other issue.
+#[tokio::test]
+async fn mounts_become_resources_and_an_unknown_rules_issue_loads_and_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let connection = Connection::open(dir.path().join("hostwatch.db")).unwrap();
+        for step in &MIGRATIONS[..3] {
+            connection.execute_batch(step).unwrap();
+        }
+        connection.pragma_update(None, "user_version", 3).unwrap();
+        let insert = "INSERT INTO issues (id, rule, tenant, cluster, node, mount, severity,
+                 state, opened_ms, updated_ms, value, threshold, message, remedy)
+             VALUES (?1, ?2, 'acme', 'db', 'n1', ?3, 'warning', 'open', 1, 1, 85.0, 80.0,
+                 'as stored', '')";
+        connection
+            .execute(insert, params!["i-disk", "disk_usage", "/data"])
+            .unwrap();
+        connection
+            .execute(insert, params!["i-retired", "retired_rule", ""])
+            .unwrap();
+    }
+    let (store, writer, restored) = open(dir.path());
+    let mut open_issues = restored.open_issues;
+    open_issues.sort_by(|a, b| a.id.cmp(&b.id));
+    let ids: Vec<&str> = open_issues.iter().map(|issue| issue.id.as_str()).collect();
+    assert_eq!(ids, ["i-disk", "i-retired"]);
+    assert_eq!(open_issues[0].key.rule, RuleId::DiskUsage);
+    assert_eq!(
+        open_issues[0].key.subject,
+        Subject::mount(&node_key("n1"), "/data")
+    );
+    let retired = &open_issues[1];
+    assert_eq!(retired.key.rule.as_str(), "retired_rule");
+    assert_eq!(retired.key.rule.known(), None);
+    assert_eq!(retired.key.subject, Subject::node(&node_key("n1")));
+
+    let mut engine = crate::engine::Engine::new(
+        crate::config::RulesConfig::default(),
+        at(10),
+        [],
+        open_issues,
+    );
+    // Nothing evaluates it: no reminder even long after its last event.
+    assert_eq!(
+        engine.tick(at(100_000)).len(),
+        1,
+        "only the disk issue's reminder"
+    );
+    let closed = engine
+        .close_issue("i-retired", "ops", "the rule was retired", at(20))
+        .unwrap();
+    assert!(
+        engine
+            .close_issue("i-retired", "ops", "twice", at(21))
+            .is_none()
+    );
+    write(&store, Vec::new(), vec![Event::Issue(closed)]).await;
+    let (issue, events) = store.get_issue("i-retired".into()).await.unwrap().unwrap();
+    assert_eq!(issue.state, IssueState::Closed);
+    assert_eq!(issue.closed_at, Some(at(20)));
+    let last = events.last().unwrap();
+    assert_eq!(last.kind, IssueEventKind::Closed);
+    assert_eq!(last.message, "closed by operator ops: the rule was retired");
+    let why = issue.explanation.unwrap().closed.unwrap();
+    assert_eq!(
+        (why.rule.as_str(), why.detail.as_str()),
+        (
+            "retired_rule",
+            "closed by operator ops: the rule was retired"
+        )
+    );
+    close(store, writer);
+
+    let (store, writer, restored) = open(dir.path());
+    let ids: Vec<&str> = restored
+        .open_issues
+        .iter()
+        .map(|issue| issue.id.as_str())
+        .collect();
+    assert_eq!(ids, ["i-disk"]);
     close(store, writer);
 }

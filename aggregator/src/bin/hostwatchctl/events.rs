@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use crate::format::{
     event_source_name, insert_time, issue_event_kind_name, number, rfc3339, severity_name, subject,
 };
-use crate::issues::{event_json, issue_json};
+use crate::issues::{event_json, issue_json, issue_subject};
 
 /// `TIME SOURCE WHAT SUBJECT DETAIL`, e.g.
 /// `2023-11-14T22:13:20Z issues opened warning disk_usage acme/e2e/node-a:/ value=13.2
@@ -24,7 +24,7 @@ pub(crate) fn line(event: &Event) -> String {
                 issue_event_kind_name(issue_event.kind),
                 severity_name(issue_event.severity),
                 issue_event.rule,
-                subject(&issue.tenant, &issue.cluster, &issue.node, &issue.mount),
+                issue_subject(&issue),
                 number(issue_event.value),
                 number(issue_event.threshold),
                 issue.id,

@@ -102,6 +102,14 @@ impl Operator for FakeOperator {
         Ok(Response::new(tokio_stream::iter(items)))
     }
 
+    async fn close_issue(
+        &self,
+        request: Request<proto::v1::CloseIssueRequest>,
+    ) -> Result<Response<proto::v1::CloseIssueResponse>, Status> {
+        self.record(&request);
+        Err(Status::unimplemented("not in this fake"))
+    }
+
     async fn publish_notification(
         &self,
         request: Request<proto::v1::PublishNotificationRequest>,

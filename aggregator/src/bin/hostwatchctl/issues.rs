@@ -10,8 +10,22 @@ use crate::format::{
     render_fields, severity_name, subject, time_cell,
 };
 
-fn issue_subject(issue: &Issue) -> String {
-    subject(&issue.tenant, &issue.cluster, &issue.node, &issue.mount)
+/// `tenant/cluster/node:mount`, or with another resource `tenant/cluster shard logs/0`.
+pub(crate) fn issue_subject(issue: &Issue) -> String {
+    let mut text = subject(&issue.tenant, &issue.cluster, &issue.node, &issue.mount);
+    if !issue.resource_kind.is_empty() && issue.resource_kind != "mount" {
+        text.push_str(&format!(" {} {}", issue.resource_kind, issue.resource));
+    }
+    text
+}
+
+/// `mount:/data`, `es_node:es-1`; "-" when the issue is about a whole node or cluster.
+fn issue_resource(issue: &Issue) -> String {
+    if issue.resource_kind.is_empty() {
+        "-".to_owned()
+    } else {
+        format!("{}:{}", issue.resource_kind, issue.resource)
+    }
 }
 
 pub(crate) fn table(issues: &[Issue]) -> Rows {
@@ -20,6 +34,7 @@ pub(crate) fn table(issues: &[Issue]) -> Rows {
         "SEVERITY",
         "RULE",
         "SUBJECT",
+        "RESOURCE",
         "VALUE",
         "THRESHOLD",
         "OPENED",
@@ -31,6 +46,7 @@ pub(crate) fn table(issues: &[Issue]) -> Rows {
             cell_name(severity_name(issue.severity)),
             issue.rule.clone(),
             issue_subject(issue),
+            issue_resource(issue),
             number(issue.value),
             number(issue.threshold),
             time_cell(issue.opened_unix_ms),
@@ -48,6 +64,8 @@ pub(crate) fn issue_json(issue: &Issue) -> Value {
     object.insert("cluster".into(), issue.cluster.clone().into());
     object.insert("node".into(), issue.node.clone().into());
     object.insert("mount".into(), issue.mount.clone().into());
+    object.insert("resource_kind".into(), issue.resource_kind.clone().into());
+    object.insert("resource".into(), issue.resource.clone().into());
     object.insert("subject".into(), issue_subject(issue).into());
     object.insert("severity".into(), severity_name(issue.severity).into());
     object.insert("state".into(), issue_state_name(issue.state).into());
@@ -167,6 +185,8 @@ pub(crate) mod tests {
             message: "disk / on node-a is 13.2 % used (threshold 1 %)".into(),
             remedy: "remove data or increase the disk size".into(),
             updated_unix_ms: 1_700_000_000_000,
+            resource_kind: "mount".into(),
+            resource: "/".into(),
         }
     }
 
@@ -196,6 +216,7 @@ pub(crate) mod tests {
                 "SEVERITY",
                 "RULE",
                 "SUBJECT",
+                "RESOURCE",
                 "VALUE",
                 "THRESHOLD",
                 "OPENED",
@@ -209,6 +230,7 @@ pub(crate) mod tests {
                 "warning",
                 "disk_usage",
                 "acme/e2e/node-a:/",
+                "mount:/",
                 "13.2",
                 "1",
                 "2023-11-14T22:13:20Z",
@@ -218,11 +240,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_resource_other_than_a_mount_is_named_in_the_subject_and_its_column() {
+        let mut shard = issue();
+        shard.node.clear();
+        shard.mount.clear();
+        shard.resource_kind = "shard".into();
+        shard.resource = "logs/0".into();
+        let rows = table(&[shard.clone()]);
+        assert_eq!(
+            rows.rows[0][3..5],
+            ["acme/e2e shard logs/0", "shard:logs/0"]
+        );
+        assert_eq!(issue_json(&shard)["subject"], "acme/e2e shard logs/0");
+    }
+
+    #[test]
     fn issue_json_has_lowercase_enums_and_times_in_both_forms() {
         let value = issue_json(&issue());
         assert_eq!(value["state"], "open");
         assert_eq!(value["severity"], "warning");
         assert_eq!(value["subject"], "acme/e2e/node-a:/");
+        assert_eq!(value["resource_kind"], "mount");
+        assert_eq!(value["resource"], "/");
         assert_eq!(value["opened"], "2023-11-14T22:13:20.000Z");
         assert_eq!(value["opened_unix_ms"], 1_700_000_000_000_i64);
         assert_eq!(value["closed"], Value::Null);

@@ -23,8 +23,8 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use proto::v1::{
-    EventSource, GetIssueRequest, GetNodeRequest, IssueState, ListClustersRequest,
-    ListIssuesRequest, ListNodesRequest, Severity, WatchEventsRequest,
+    CloseIssueRequest, EventSource, GetIssueRequest, GetNodeRequest, IssueState,
+    ListClustersRequest, ListIssuesRequest, ListNodesRequest, Severity, WatchEventsRequest,
 };
 use serde_json::Value;
 
@@ -90,11 +90,9 @@ enum Command {
     },
     /// List issues, newest first (open ones unless --state says otherwise).
     Issues(IssuesArgs),
-    /// Show one issue and all its events, oldest first.
-    Issue {
-        /// The issue's id, as `hostwatchctl issues` shows it.
-        id: String,
-    },
+    /// Show one issue and all its events, oldest first: `issue ID`. Or close an open
+    /// one: `issue close ID --reason TEXT` (admin tokens only).
+    Issue(IssueArgs),
     /// Stream events as they happen: `hostwatchctl events --watch`.
     ///
     /// The API only offers a live stream, so --watch is required: it makes the endless
@@ -134,6 +132,29 @@ struct IssuesArgs {
     /// At most this many (the server's default when not given).
     #[arg(long)]
     limit: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct IssueArgs {
+    #[command(subcommand)]
+    action: Option<IssueAction>,
+    /// The issue's id, as `hostwatchctl issues` shows it.
+    #[arg(required = true)]
+    id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum IssueAction {
+    /// Close an open issue; the reason is recorded in its `closed` event. For an issue
+    /// whose condition is known to be over, or of a rule the aggregator does not know.
+    Close {
+        /// The issue's id, as `hostwatchctl issues` shows it.
+        id: String,
+        /// Why it is closed.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -351,7 +372,23 @@ async fn run(cli: Cli) -> Result<(), Stop> {
                 Output::Json => print_json(&issues::list_json(&response.issues))?,
             }
         }
-        Command::Issue { id } => {
+        Command::Issue(IssueArgs {
+            action: Some(IssueAction::Close { id, reason }),
+            ..
+        }) => {
+            let what = format!("close issue {id}");
+            let response =
+                call(&what, client.close_issue(CloseIssueRequest { id, reason })).await?;
+            let issue = response.issue.unwrap_or_default();
+            match output {
+                Output::Table => print_text(&issues::table(&[issue]).render())?,
+                Output::Json => print_json(&issues::issue_json(&issue))?,
+            }
+        }
+        Command::Issue(IssueArgs {
+            action: None,
+            id: Some(id),
+        }) => {
             let what = format!("get issue {id}");
             let response = call(&what, client.get_issue(GetIssueRequest { id })).await?;
             match output {
@@ -359,6 +396,11 @@ async fn run(cli: Cli) -> Result<(), Stop> {
                 Output::Json => print_json(&issues::detail_json(&response))?,
             }
         }
+        // Clap requires the id when no action is given.
+        Command::Issue(IssueArgs {
+            action: None,
+            id: None,
+        }) => {}
         Command::Events(args) => watch_events(&mut client, args, output).await?,
         Command::Integrations(_) | Command::Deliveries(_) => {}
         Command::Notify(args) => {
@@ -453,6 +495,35 @@ mod tests {
             min_severity(Some(SeverityFilter::Error)),
             Severity::Error as i32
         );
+    }
+
+    #[test]
+    fn issue_takes_an_id_or_closes_one_with_a_reason() {
+        let shown = Cli::try_parse_from(["hostwatchctl", "issue", "0193-id"]).unwrap();
+        let Command::Issue(args) = shown.command else {
+            panic!("not issue")
+        };
+        assert_eq!(args.id.as_deref(), Some("0193-id"));
+        assert!(args.action.is_none());
+        let closed = Cli::try_parse_from([
+            "hostwatchctl",
+            "issue",
+            "close",
+            "0193-id",
+            "--reason",
+            "rule retired",
+        ])
+        .unwrap();
+        let Command::Issue(IssueArgs {
+            action: Some(IssueAction::Close { id, reason }),
+            ..
+        }) = closed.command
+        else {
+            panic!("not issue close")
+        };
+        assert_eq!((id.as_str(), reason.as_str()), ("0193-id", "rule retired"));
+        assert!(Cli::try_parse_from(["hostwatchctl", "issue", "close", "0193-id"]).is_err());
+        assert!(Cli::try_parse_from(["hostwatchctl", "issue"]).is_err());
     }
 
     #[test]

@@ -105,7 +105,15 @@ impl OpsgenieSink {
         tags.extend(self.tags.iter().cloned());
         let mut details = serde_json::Map::new();
         for field in [
-            "tenant", "cluster", "node", "mount", "rule", "remedy", "origin",
+            "tenant",
+            "cluster",
+            "node",
+            "mount",
+            "resource_kind",
+            "resource",
+            "rule",
+            "remedy",
+            "origin",
         ] {
             let value = text(envelope, field);
             if !value.is_empty() {

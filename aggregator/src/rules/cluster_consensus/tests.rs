@@ -50,6 +50,7 @@ fn a_leader_named_only_by_leader_id_must_be_the_same_everywhere() {
         Judgement::Disagree {
             message: "node y names y as leader, nodes x and z name x as leader".into(),
             n_nodes: 1,
+            signature: "node y names y as leader, nodes x and z name x as leader".into(),
         }
     );
 }
@@ -57,7 +58,10 @@ fn a_leader_named_only_by_leader_id_must_be_the_same_everywhere() {
 #[test]
 fn views_naming_no_leader_disagree_even_when_equal() {
     let view = reading(vec![member("x", "Follower"), member("y", "Follower")], "");
-    let Judgement::Disagree { message, n_nodes } = judge_all(&[("x", &view), ("y", &view)]) else {
+    let Judgement::Disagree {
+        message, n_nodes, ..
+    } = judge_all(&[("x", &view), ("y", &view)])
+    else {
         panic!("no leader is a disagreement");
     };
     assert_eq!(message, "node x names no leader; node y names no leader");

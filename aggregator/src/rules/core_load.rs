@@ -1,0 +1,74 @@
+//! `core_load`: load1 ÷ physical cores of a node over 2.0 (seed 000), at once; closes once
+//! under 2.0 for 2 minutes.
+
+use std::time::Duration;
+
+use super::threshold::{ThresholdRuleConfig, ThresholdRuleOverrides, Unit};
+use super::{Description, Each, Metric, Rule, Scope};
+use crate::model::Reading;
+
+#[derive(Debug)]
+pub struct CoreLoad;
+
+impl Rule for CoreLoad {
+    const NAME: &'static str = "core_load";
+    const REMEDY: &'static str =
+        "consider increasing the size of the instance type for the cluster";
+    type Config = ThresholdRuleConfig;
+    type File = ThresholdRuleOverrides;
+
+    fn defaults() -> ThresholdRuleConfig {
+        ThresholdRuleConfig {
+            threshold: 2.0,
+            open_for: Duration::ZERO,
+            close_for: Duration::from_secs(120),
+            ..ThresholdRuleConfig::default()
+        }
+    }
+
+    fn config(file: ThresholdRuleOverrides) -> ThresholdRuleConfig {
+        file.over(Self::defaults())
+    }
+
+    fn validate(config: &ThresholdRuleConfig, errors: &mut Vec<String>) {
+        config.validate(Self::NAME, None, errors);
+    }
+
+    fn enabled(config: &ThresholdRuleConfig) -> bool {
+        config.enabled
+    }
+
+    fn renotify(config: &ThresholdRuleConfig) -> Duration {
+        config.renotify
+    }
+
+    fn measure<'a>(_config: &ThresholdRuleConfig, reading: &'a Reading, each: &mut Each<'a, '_>) {
+        let Reading::Host(host) = reading else {
+            return;
+        };
+        let metric = Metric {
+            scope: Scope::Node,
+            resource: None,
+            value: host.core_load(),
+        };
+        each(metric, &|node| {
+            let estimated = if host.physical_cores_estimated {
+                " (logical, no topology)"
+            } else {
+                ""
+            };
+            Description {
+                what: format!("core load on {node}"),
+                how: format!(
+                    "load1 {:.2} over {} physical cores{estimated}",
+                    host.load1, host.physical_cores
+                ),
+                unit: Unit::Ratio,
+            }
+        });
+    }
+
+    fn threshold(config: &ThresholdRuleConfig) -> Option<&ThresholdRuleConfig> {
+        Some(config)
+    }
+}

@@ -1,0 +1,321 @@
+//! What the threshold rules share: their config (`[rules.<name>]` with `threshold`,
+//! `open_for`, `close_for`, `severity`, `renotify`, `tiers`), how a value compares with
+//! the threshold, the severity tiers, and the words of what a window concludes.
+//!
+//! A threshold rule opens when every sample over `open_for` was over the threshold and
+//! closes when every sample over `close_for` was under it (`window`). No I/O, no clock.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::issue::{Condition, Finding, IssueKey};
+use crate::model::Severity;
+use crate::window::{ConditionWindow, Verdict};
+
+/// A rule that compares one value with a threshold: open when over it for `open_for`,
+/// close when under it for `close_for`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThresholdRuleConfig {
+    pub enabled: bool,
+    pub threshold: f64,
+    pub open_for: Duration,
+    pub close_for: Duration,
+    pub severity: Severity,
+    /// A reminder (`updated`) this long after the issue's last event; zero for none.
+    pub renotify: Duration,
+    /// Severity tiers, lowest first; empty: one tier, `severity` over `threshold`.
+    /// See `tier_severity` for how an open issue moves between them.
+    pub tiers: Vec<SeverityTier>,
+}
+
+/// One severity tier: the issue has `severity` once the value is over `above`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeverityTier {
+    pub above: f64,
+    pub severity: Severity,
+}
+
+impl Default for ThresholdRuleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            threshold: 0.0,
+            open_for: Duration::ZERO,
+            close_for: Duration::ZERO,
+            severity: Severity::Warning,
+            renotify: Duration::from_secs(3600),
+            tiers: Vec::new(),
+        }
+    }
+}
+
+impl ThresholdRuleConfig {
+    /// Problems of `[rules.<rule>]`; `max` bounds the threshold (100 for a percentage).
+    pub fn validate(&self, rule: &str, max: Option<f64>, errors: &mut Vec<String>) {
+        let field = format!("config: rules.{rule}.threshold");
+        if !self.threshold.is_finite() || self.threshold < 0.0 {
+            errors.push(format!("{field}: must be a non-negative number"));
+        } else if let Some(max) = max.filter(|max| self.threshold > *max) {
+            errors.push(format!("{field}: {} is over {max}", self.threshold));
+        }
+        if let Some(first) = self.tiers.first()
+            && first.above != self.threshold
+        {
+            errors.push(format!(
+                "{field}: {} differs from the lowest tier's `above` ({}); leave it out",
+                self.threshold, first.above
+            ));
+        }
+        for (index, pair) in self.tiers.windows(2).enumerate() {
+            let (lower, upper) = (pair[0], pair[1]);
+            if upper.above <= lower.above || upper.severity <= lower.severity {
+                errors.push(format!(
+                    "config: rules.{rule}.tiers[{}]: tiers must rise in both `above` and \
+                     `severity` ({} {} follows {} {})",
+                    index + 1,
+                    upper.above,
+                    upper.severity,
+                    lower.above,
+                    lower.severity
+                ));
+            }
+        }
+    }
+}
+
+/// `[rules.<name>]` of a threshold rule as written: each field left out keeps that rule's
+/// own default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdRuleOverrides {
+    enabled: Option<bool>,
+    threshold: Option<f64>,
+    #[serde(default, with = "humantime_serde")]
+    open_for: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    close_for: Option<Duration>,
+    severity: Option<Severity>,
+    #[serde(default, with = "humantime_serde")]
+    renotify: Option<Duration>,
+    tiers: Option<Vec<SeverityTier>>,
+}
+
+impl ThresholdRuleOverrides {
+    /// The rule's settings: these overrides over its `defaults`.
+    pub fn over(self, defaults: ThresholdRuleConfig) -> ThresholdRuleConfig {
+        let tiers = self.tiers.unwrap_or(defaults.tiers);
+        // With tiers, the lowest tier is where the rule opens, unless a threshold is
+        // written too (then `validate` checks that they agree).
+        let tier_threshold = tiers.first().map(|tier| tier.above);
+        ThresholdRuleConfig {
+            enabled: self.enabled.unwrap_or(defaults.enabled),
+            threshold: self
+                .threshold
+                .or(tier_threshold)
+                .unwrap_or(defaults.threshold),
+            tiers,
+            open_for: self.open_for.unwrap_or(defaults.open_for),
+            close_for: self.close_for.unwrap_or(defaults.close_for),
+            severity: self.severity.unwrap_or(defaults.severity),
+            renotify: self.renotify.unwrap_or(defaults.renotify),
+        }
+    }
+}
+
+/// How a rule's values read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// A plain ratio, e.g. core load 2.35.
+    Ratio,
+    /// A percentage, e.g. 83.2 %.
+    Percent,
+}
+
+impl Unit {
+    fn format(self, value: f64) -> String {
+        match self {
+            Unit::Ratio => format!("{value:.2}"),
+            Unit::Percent => format!("{value:.1} %"),
+        }
+    }
+
+    /// "ratio" or "percent", as explanations name it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Unit::Ratio => "ratio",
+            Unit::Percent => "percent",
+        }
+    }
+}
+
+/// One value a threshold rule watches, with the words its messages need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    pub key: IssueKey,
+    pub value: f64,
+    /// What was measured, e.g. "disk / on acme/db/node-1".
+    what: String,
+    /// How it was computed, when that helps, e.g. "load1 4.20 over 2 physical cores".
+    how: String,
+    unit: Unit,
+}
+
+impl Measurement {
+    pub fn new(key: IssueKey, value: f64, description: super::Description) -> Self {
+        Self {
+            key,
+            value,
+            what: description.what,
+            how: description.how,
+            unit: description.unit,
+        }
+    }
+
+    /// What was measured, e.g. "disk / on acme/db/node-1".
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// How the value was computed, e.g. "load1 4.20 over 2 physical cores".
+    pub fn how(&self) -> &str {
+        &self.how
+    }
+
+    /// How its values read: "ratio" or "percent".
+    pub fn unit(&self) -> &'static str {
+        self.unit.as_str()
+    }
+}
+
+/// Whether `conclude` could change the issue book for a window that has just moved:
+/// the open condition held (opens, or may change the tier of, an issue), or the clear
+/// condition held while an issue is open (closes it). A clear with nothing open, or
+/// neither condition held, changes nothing, so no message need be made for it.
+pub fn may_decide(
+    window: &ConditionWindow,
+    config: &ThresholdRuleConfig,
+    issue_open: bool,
+) -> bool {
+    window.breach_held_for(config.open_for)
+        || (issue_open && window.clear_held_for(config.close_for))
+}
+
+/// Over the threshold opens, under it clears, exactly at it does neither.
+pub fn verdict(value: f64, threshold: f64) -> Verdict {
+    if value > threshold {
+        Verdict::Breach
+    } else if value < threshold {
+        Verdict::Clear
+    } else {
+        Verdict::Neither
+    }
+}
+
+/// The severity tier an issue is at after a breaching `value`, given the tier it was at
+/// (`current`, `None` when it is just opening), and the threshold of that tier.
+///
+/// Escalation is immediate: a value over a higher tier's `above` takes that tier at once.
+/// De-escalation has one tier of hysteresis: a tier, once reached, holds while the value
+/// stays over the `above` of the tier beneath it; falling under that, the issue goes to
+/// the highest tier that still holds (at most one above the tier the value is in). In
+/// numbers, with tiers 85/88/90 % (info/warning/error): 91 % is error; 89 % keeps error
+/// (still over warning's 88 %); 87 % gives warning (under 88 %, but warning holds while
+/// over info's 85 %); 86 % then stays warning. This keeps a value wobbling around one
+/// tier boundary from sending an update on every sample, and it is decided by values,
+/// not by how many samples arrived (a one-tier-per-sample rule would make the severity
+/// depend on the agent's interval). Without tiers: the rule's one severity and threshold.
+pub fn tier_severity(
+    config: &ThresholdRuleConfig,
+    value: f64,
+    current: Option<Severity>,
+) -> (Severity, f64) {
+    let tiers = &config.tiers;
+    if tiers.is_empty() {
+        return (config.severity, config.threshold);
+    }
+    // The highest tier the value is over (0 when under all: the lowest tier).
+    let reached = tiers.iter().rposition(|tier| value > tier.above);
+    let held = current
+        .and_then(|severity| tiers.iter().position(|tier| tier.severity == severity))
+        .map(|current_index| current_index.min(reached.map_or(0, |index| index + 1)));
+    let index = match (reached, held) {
+        (Some(reached), Some(held)) => reached.max(held),
+        (Some(reached), None) => reached,
+        (None, Some(held)) => held,
+        (None, None) => 0,
+    };
+    (tiers[index].severity, tiers[index].above)
+}
+
+/// What a threshold rule concludes once `measurement` has been observed in `window`.
+/// `current` is the severity of the rule's open issue on this subject, if one is open;
+/// `remedy` is the rule's.
+pub fn conclude(
+    measurement: &Measurement,
+    window: &ConditionWindow,
+    config: &ThresholdRuleConfig,
+    current: Option<Severity>,
+    remedy: &str,
+) -> Option<Condition> {
+    let unit = measurement.unit;
+    let value = unit.format(measurement.value);
+    let (severity, tier_threshold) = tier_severity(config, measurement.value, current);
+    let threshold = unit.format(config.threshold);
+    let finding = |message: String| Finding {
+        severity,
+        value: measurement.value,
+        threshold: tier_threshold,
+        message,
+        remedy: remedy.to_owned(),
+    };
+    if window.breach_held_for(config.open_for) {
+        let held = held_phrase(config.open_for);
+        let tier = if config.tiers.is_empty() {
+            String::new()
+        } else if measurement.value > tier_threshold {
+            format!(" ({severity}: over {})", unit.format(tier_threshold))
+        } else {
+            format!(
+                " ({severity}: from {}, held until under {})",
+                unit.format(tier_threshold),
+                tier_below(config, severity).map_or(threshold.clone(), |above| unit.format(above))
+            )
+        };
+        let message = format!(
+            "{} is {value}, over {threshold}{held}{tier} ({})",
+            measurement.what, measurement.how
+        );
+        Some(Condition::Breach(finding(message)))
+    } else if window.clear_held_for(config.close_for) {
+        let held = held_phrase(config.close_for);
+        let message = format!(
+            "{} is {value}, back under {threshold}{held}",
+            measurement.what
+        );
+        Some(Condition::Clear(finding(message)))
+    } else {
+        None
+    }
+}
+
+/// The `above` of the tier beneath the one with `severity`.
+fn tier_below(config: &ThresholdRuleConfig, severity: Severity) -> Option<f64> {
+    let index = config
+        .tiers
+        .iter()
+        .position(|tier| tier.severity == severity)?;
+    index.checked_sub(1).map(|below| config.tiers[below].above)
+}
+
+fn held_phrase(span: Duration) -> String {
+    if span.is_zero() {
+        String::new()
+    } else {
+        format!(" for {}", humantime::format_duration(span))
+    }
+}
+
+#[cfg(test)]
+mod tests;
