@@ -316,13 +316,21 @@ pub(crate) fn take_out_of_order(
     rejected
 }
 
+/// Disks named in the line of a node's first host sample.
+const LOGGED_DISKS: usize = 8;
+
 /// Operators starting out see each node's values as soon as they arrive.
 fn log_first_host_sample(key: &NodeKey, host: &crate::model::HostReading) {
-    let disks: Vec<String> = host
+    // A few disks make the point; a node may report up to ingest.max_disks_per_sample.
+    let mut disks: Vec<String> = host
         .disks
         .iter()
+        .take(LOGGED_DISKS)
         .map(|disk| format!("{} {:.1} %", disk.mount, disk.used_percent))
         .collect();
+    if host.disks.len() > LOGGED_DISKS {
+        disks.push(format!("and {} more", host.disks.len() - LOGGED_DISKS));
+    }
     tracing::info!(
         "node {key} reporting: core load {:.2} (load1 {:.2}, {} physical cores), memory {:.1} % used, disks: {}",
         host.core_load(),

@@ -705,13 +705,14 @@ async fn messages_heavy_to_decode_cost_a_summary_and_bounded_memory() -> Result<
 /// The heavy messages, each answered as it should be; returns the first Ack's size.
 async fn send_heavy_messages(addr: SocketAddr) -> Result<usize> {
     let mut agent = HandAgent::connect(addr, hand_hello("heavy", 0)).await?;
-    // 2,000,000 empty samples: 2 bytes each, 4,000,008 bytes, under the 4 MiB limit.
+    // 2,000,000 empty samples (time 0, no reading): 2 bytes each, 4,000,008 bytes, under
+    // the 4 MiB limit.
     let empty = vec![Sample::default(); 2_000_000];
     let ack = agent.send(1, empty).await?;
     let ack_bytes = ack.encoded_len();
     ensure!(
         ack.accepted == 0
-            && reasons(&ack) == [("too_many_samples", 1_990_000), ("empty_sample", 10_000)],
+            && reasons(&ack) == [("too_many_samples", 1_990_000), ("past_timestamp", 10_000)],
         "2,000,000 empty samples: {:?}",
         reasons(&ack)
     );
