@@ -165,7 +165,7 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(1000))]
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
 
         #[test]
         fn any_bytes_give_a_view_or_an_error(
