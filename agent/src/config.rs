@@ -647,16 +647,9 @@ fn check_name(problems: &mut Problems, field: &str, value: &str, required: bool)
         }
         return;
     }
-    if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        problems.add(
-            field,
-            format!(
-                "{value:?} contains {bad:?}; only letters, digits, '.', '_' and '-' are allowed"
-            ),
-        );
+    // The aggregator refuses a Hello with any other name: one rule for both.
+    if let Some(problem) = proto::names::check(value) {
+        problems.add(field, problem);
     }
 }
 

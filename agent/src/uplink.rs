@@ -295,10 +295,13 @@ impl Uplink {
     }
 
     fn apply_ack(&self, ack: Ack) {
+        // One entry per reason (`count` samples from `index` on; 0 from aggregators that
+        // sent one entry per sample).
         for rejected in &ack.rejected {
             tracing::warn!(
                 seq = ack.seq,
                 index = rejected.index,
+                count = rejected.count.max(1),
                 reason = %rejected.reason,
                 detail = %rejected.detail,
                 "aggregator rejected a sample"

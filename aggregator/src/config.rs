@@ -7,12 +7,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
 use crate::auth::AuthConfig;
-use crate::model::Severity;
+use crate::model::{Severity, Timestamp};
 pub use crate::rules::cluster_consensus::ClusterConsensusConfig;
 pub use crate::rules::node_silent::NodeSilentConfig;
 pub use crate::rules::{RulesConfig, SeverityTier, ThresholdRuleConfig};
@@ -176,31 +176,92 @@ impl AggregatorConfig {
     }
 }
 
-/// Limits on what agents may send.
-#[derive(Debug, Clone, Deserialize)]
+/// Limits on what agents may send. Bytes alone do not bound the work: a 2-byte empty
+/// sample, disk, gossip member or label decodes to ~100 bytes, so a 4 MiB message could
+/// cost 300 MB. Counts are checked on the wire before decoding (`ingest::limits`), sizes
+/// and times per sample; each refusal is a counted reason in the batch's Ack.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// How far in the future (by the aggregator's clock) a sample may be stamped.
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
+    /// Samples stamped before this are rejected (`past_timestamp`): a clock that was never
+    /// set, or a time that is not one.
+    #[serde(with = "humantime_serde")]
+    pub min_sample_time: SystemTime,
     /// The largest message an agent may send; larger ones end its stream with
     /// RESOURCE_EXHAUSTED.
     pub max_message_bytes: usize,
+    /// Samples of one batch past this many are rejected (`too_many_samples`), undecoded.
+    pub max_samples_per_batch: usize,
+    /// A host sample with more disks is rejected (`too_many_disks`), undecoded.
+    pub max_disks_per_sample: usize,
+    /// A gossip view with more members is rejected (`too_many_members`), undecoded.
+    pub max_members_per_view: usize,
+    /// A Hello with more labels, or more probes, ends the stream (INVALID_ARGUMENT).
+    pub max_labels: usize,
+    pub max_probes: usize,
+    /// The longest name, label, path, mount, device or gossip field, in bytes
+    /// (`string_too_long`; in a Hello, INVALID_ARGUMENT).
+    pub max_string_bytes: usize,
+    /// The longest log line, in bytes (`string_too_long`).
+    pub max_log_line_bytes: usize,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             max_clock_skew: Duration::from_secs(300),
+            // 2000-01-01T00:00:00Z
+            min_sample_time: SystemTime::UNIX_EPOCH + Duration::from_secs(946_684_800),
             max_message_bytes: 4 * 1024 * 1024,
+            max_samples_per_batch: 10_000,
+            max_disks_per_sample: 1024,
+            max_members_per_view: 1024,
+            max_labels: 64,
+            max_probes: 32,
+            max_string_bytes: 1024,
+            max_log_line_bytes: 64 * 1024,
         }
     }
 }
 
 impl IngestConfig {
+    /// `min_sample_time` on the aggregator's time line (validate refuses one before 1970).
+    pub fn min_sample_timestamp(&self) -> Timestamp {
+        let since_epoch = self
+            .min_sample_time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp::from_unix_ms(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
+    }
+
     fn validate(&self, errors: &mut Vec<String>) {
         if self.max_message_bytes < 1024 {
             errors.push("config: ingest.max_message_bytes: must be at least 1024".to_owned());
+        }
+        if self.min_sample_time < SystemTime::UNIX_EPOCH {
+            errors.push("config: ingest.min_sample_time: must not be before 1970".to_owned());
+        }
+        for (field, value) in [
+            ("max_samples_per_batch", self.max_samples_per_batch),
+            ("max_disks_per_sample", self.max_disks_per_sample),
+            ("max_members_per_view", self.max_members_per_view),
+            ("max_probes", self.max_probes),
+            ("max_log_line_bytes", self.max_log_line_bytes),
+        ] {
+            if value == 0 {
+                errors.push(format!("config: ingest.{field}: must be at least 1"));
+            }
+        }
+        // A name may be up to 128 bytes (`proto::names`): shorter strings would refuse
+        // valid Hellos.
+        if self.max_string_bytes < proto::names::MAX_LEN {
+            errors.push(format!(
+                "config: ingest.max_string_bytes: must be at least {}",
+                proto::names::MAX_LEN
+            ));
         }
     }
 }
@@ -290,6 +351,7 @@ mod tests {
         let defaults = AggregatorConfig::parse("").unwrap();
         assert_eq!(example.listen, defaults.listen);
         assert_eq!(example.data_dir, defaults.data_dir);
+        assert_eq!(example.ingest, defaults.ingest);
         // Every rule of the registry, each with its own defaults.
         assert_eq!(example.rules, defaults.rules);
         assert_eq!(example.integrations.len(), 1);

@@ -5,7 +5,8 @@
 //! the registry), `issue`, `explain`, `engine`.
 //! Edges: `ingest` and `api` (gRPC), `monitor` (the task that owns the engine), `store`
 //! (SQLite), `dispatch`, `outbox`, `delivery` and `sink` (where events go), `server` (wiring), `up` (the
-//! embedded default: aggregator and a local agent in one process).
+//! embedded default: aggregator and a local agent in one process), `panics` (a panic ends
+//! one agent's stream, or the process).
 
 pub mod api;
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod issue;
 pub mod model;
 pub mod monitor;
 pub mod outbox;
+pub mod panics;
 pub mod rules;
 pub mod server;
 pub mod sink;

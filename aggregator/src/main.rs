@@ -54,6 +54,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    aggregator::panics::install_hook();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

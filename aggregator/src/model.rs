@@ -44,15 +44,50 @@ impl Timestamp {
         )
     }
 
-    /// RFC 3339 with milliseconds, e.g. `2026-11-21T10:15:02.123Z`.
+    /// RFC 3339 with milliseconds, e.g. `2026-11-21T10:15:02.123Z`. Total: any `i64`
+    /// formats, so a time from the wire can never fail (or abort) a message. Years outside
+    /// 0000..=9999 are written with a sign and more digits (ISO 8601's expanded years),
+    /// which RFC 3339 cannot express; ingest rejects such samples before they get here.
     pub fn to_rfc3339(self) -> String {
-        let system_time = if self.0 >= 0 {
-            std::time::UNIX_EPOCH + Duration::from_millis(self.0.unsigned_abs())
+        let days = self.0.div_euclid(MS_PER_DAY);
+        let ms_of_day = self.0.rem_euclid(MS_PER_DAY);
+        let (year, month, day) = civil_from_days(days);
+        let year = if (0..=9999).contains(&year) {
+            format!("{year:04}")
         } else {
-            std::time::UNIX_EPOCH - Duration::from_millis(self.0.unsigned_abs())
+            format!("{year:+05}")
         };
-        humantime::format_rfc3339_millis(system_time).to_string()
+        format!(
+            "{year}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            ms_of_day / 3_600_000,
+            ms_of_day / 60_000 % 60,
+            ms_of_day / 1000 % 60,
+            ms_of_day % 1000,
+        )
     }
+}
+
+const MS_PER_DAY: i64 = 86_400_000;
+
+/// The proleptic Gregorian (year, month, day) of a day counted from 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`). In `i64` throughout: any day `div_euclid` can produce
+/// from an `i64` of milliseconds stays far from overflow.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// How bad an issue or notification is. Ordered from least to most severe.
@@ -367,4 +402,53 @@ pub enum Reading {
     Host(HostReading),
     Gossip(GossipReading),
     Log { path: String, line: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_humantime_where_humantime_can_format() {
+        for ms in [
+            0_i64,
+            1,
+            951_782_400_000,     // 2000-02-29
+            1_800_000_000_123,   // 2027-01-15
+            253_402_300_799_999, // 9999-12-31T23:59:59.999Z
+            4_107_542_400_000,   // 2100-03-01
+        ] {
+            let expected = humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs()),
+            )
+            .to_string();
+            assert_eq!(Timestamp::from_unix_ms(ms).to_rfc3339(), expected, "{ms}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_formats_any_i64_without_panicking() {
+        // Each of these made the aggregator abort before (humantime's `Display` errs past
+        // 9999 and panics before 1970).
+        assert_eq!(
+            Timestamp::from_unix_ms(253_402_300_800_000).to_rfc3339(),
+            "+10000-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_ms(-1).to_rfc3339(),
+            "1969-12-31T23:59:59.999Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_ms(-62_167_219_200_001).to_rfc3339(),
+            "-0001-12-31T23:59:59.999Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_ms(i64::MAX).to_rfc3339(),
+            "+292278994-08-17T07:12:55.807Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_ms(i64::MIN).to_rfc3339(),
+            "-292275055-05-16T16:47:04.192Z"
+        );
+    }
 }

@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use crate::dispatch::Dispatch;
 use crate::engine::{Batch, Engine, EngineError, Hello};
 use crate::events::Event;
+use crate::ingest::validate::Rejection;
 use crate::issue::Issue;
-use crate::model::{NodeKey, Timestamp};
+use crate::model::{NodeKey, Reading, Timestamp};
 use crate::store::{NodeProgress, NodeRow, Store, Write};
 
 /// Commands waiting for the monitor; past this, senders wait.
@@ -36,9 +37,12 @@ pub enum MonitorError {
 }
 
 /// How a batch was taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Applied {
     pub duplicate: bool,
+    /// The samples not applied because they were not after the node's previous sample of
+    /// their kind: (position in the batch's `samples`, why).
+    pub out_of_order: Vec<(usize, Rejection)>,
 }
 
 type Query = Box<dyn FnOnce(&Engine) + Send>;
@@ -223,7 +227,12 @@ fn handle(engine: &mut Engine, command: Command, dispatch: &Dispatch) -> Option<
                 })),
             })
         }
-        Command::Batch { key, batch, done } => {
+        Command::Batch {
+            key,
+            mut batch,
+            done,
+        } => {
+            let out_of_order = take_out_of_order(engine, &key, &mut batch);
             // Log lines and host samples for logs/metrics integrations, handed over
             // once the batch is committed (and not for a replayed batch).
             let telemetry = dispatch.telemetry(&key, &batch.samples);
@@ -244,6 +253,7 @@ fn handle(engine: &mut Engine, command: Command, dispatch: &Dispatch) -> Option<
                     }
                     let applied = Applied {
                         duplicate: outcome.duplicate,
+                        out_of_order,
                     };
                     // Only the seq and counters: identity and probes were written by the
                     // Hello, so a batch does not copy them.
@@ -299,13 +309,79 @@ fn handle(engine: &mut Engine, command: Command, dispatch: &Dispatch) -> Option<
     }
 }
 
+/// Takes out of a new batch the host samples and gossip views not after the node's
+/// previous one of their kind, and says why. The engine would ignore them (a window moves
+/// only forward, the latest view stays the latest), so they are rejected as `out_of_order`
+/// instead of acknowledged as applied. Decided here, per node and sample kind, before the
+/// rules see the batch; log lines have no order to keep. A replayed seq is left whole: the
+/// engine ignores it as a duplicate.
+pub(crate) fn take_out_of_order(
+    engine: &Engine,
+    key: &NodeKey,
+    batch: &mut Batch,
+) -> Vec<(usize, Rejection)> {
+    let Some(node) = engine.node(key) else {
+        return Vec::new();
+    };
+    if batch.seq <= node.applied_seq {
+        return Vec::new();
+    }
+    let mut latest_host = node.latest_host.as_ref().map(|(time, _)| *time);
+    let mut latest_gossip = node.latest_gossip.as_ref().map(|(time, _)| *time);
+    let mut rejected = Vec::new();
+    let mut position = 0;
+    batch.samples.retain(|sample| {
+        let (latest, kind) = match sample.reading {
+            Reading::Host(_) => (&mut latest_host, "host sample"),
+            Reading::Gossip(_) => (&mut latest_gossip, "gossip view"),
+            Reading::Log { .. } => (&mut None, ""),
+        };
+        let keep = match *latest {
+            Some(previous) if sample.time <= previous => {
+                rejected.push((
+                    position,
+                    Rejection::new(
+                        "out_of_order",
+                        format!(
+                            "time_unix_ms: {} is not after the node's previous {kind} ({})",
+                            sample.time.to_rfc3339(),
+                            previous.to_rfc3339()
+                        ),
+                    ),
+                ));
+                false
+            }
+            _ => {
+                if !kind.is_empty() {
+                    *latest = Some(sample.time);
+                }
+                true
+            }
+        };
+        position += 1;
+        keep
+    });
+    batch.n_rejected = batch
+        .n_rejected
+        .saturating_add(u32::try_from(rejected.len()).unwrap_or(u32::MAX));
+    rejected
+}
+
+/// Disks named in the line of a node's first host sample.
+const LOGGED_DISKS: usize = 8;
+
 /// Operators starting out see each node's values as soon as they arrive.
 fn log_first_host_sample(key: &NodeKey, host: &crate::model::HostReading) {
-    let disks: Vec<String> = host
+    // A few disks make the point; a node may report up to ingest.max_disks_per_sample.
+    let mut disks: Vec<String> = host
         .disks
         .iter()
+        .take(LOGGED_DISKS)
         .map(|disk| format!("{} {:.1} %", disk.mount, disk.used_percent))
         .collect();
+    if host.disks.len() > LOGGED_DISKS {
+        disks.push(format!("and {} more", host.disks.len() - LOGGED_DISKS));
+    }
     tracing::info!(
         "node {key} reporting: core load {:.2} (load1 {:.2}, {} physical cores), memory {:.1} % used, disks: {}",
         host.core_load(),

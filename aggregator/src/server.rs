@@ -133,7 +133,7 @@ impl Aggregator {
         let ingest = IngestRoute::new(
             IngestService::new(
                 monitor.clone(),
-                config.ingest.max_clock_skew,
+                config.ingest.clone(),
                 auth.clone(),
                 stop.child_token(),
             ),

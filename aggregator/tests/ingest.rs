@@ -358,3 +358,80 @@ async fn watch_events_streams_what_happens_filtered() {
     assert_eq!(notification.text, "node acme/db/n1 appeared (agent test)");
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_sample_not_after_the_previous_one_is_rejected_not_silently_dropped() {
+    let running = start().await;
+    let (sender, mut inbound) = open_stream(running.channel().await, hello("n1"))
+        .await
+        .unwrap();
+    let at = |offset_ms: i64, load1: f64| {
+        let mut sample = host(load1, 10.0, 1 << 30);
+        sample.time_unix_ms += offset_ms;
+        sample
+    };
+    sender.send(batch(1, vec![at(0, 0.1)])).await.unwrap();
+    assert_eq!(next_ack(&mut inbound).await.accepted, 1);
+
+    // Older than the applied one, then newer, then older than that within the batch.
+    let samples = vec![at(-1000, 0.2), at(1000, 0.3), at(500, 0.4), at(1000, 0.5)];
+    sender.send(batch(2, samples)).await.unwrap();
+    let ack = next_ack(&mut inbound).await;
+    assert_eq!(ack.accepted, 1, "{ack:?}");
+    assert_eq!(ack.rejected.len(), 1, "one summary: {ack:?}");
+    let rejection = &ack.rejected[0];
+    assert_eq!(
+        (
+            rejection.reason.as_str(),
+            rejection.count,
+            rejection.indices.clone()
+        ),
+        ("out_of_order", 3, vec![0, 2, 3])
+    );
+    assert!(
+        rejection
+            .detail
+            .contains("is not after the node's previous host sample"),
+        "{}",
+        rejection.detail
+    );
+
+    let mut operator = OperatorClient::new(running.channel().await);
+    let node = operator
+        .get_node(wire::GetNodeRequest {
+            tenant: "acme".into(),
+            cluster: "db".into(),
+            node: "n1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(node.rejected_samples_total, 3);
+    assert_eq!(node.latest_host.unwrap().load1, 0.3);
+    drop(sender);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn more_memory_available_than_in_total_is_rejected() {
+    let running = start().await;
+    let (sender, mut inbound) = open_stream(running.channel().await, hello("n1"))
+        .await
+        .unwrap();
+    let mut sample = host(0.1, 10.0, 1 << 30);
+    if let Some(wire::sample::Kind::Host(host)) = &mut sample.kind {
+        host.memory_total_bytes = 16_000_000_000;
+        host.memory_available_bytes = 20_000_000_000;
+    }
+    sender.send(batch(1, vec![sample])).await.unwrap();
+    let ack = next_ack(&mut inbound).await;
+    assert_eq!(ack.accepted, 0);
+    assert_eq!(ack.rejected[0].reason, "inconsistent");
+    assert_eq!(
+        ack.rejected[0].detail,
+        "host.memory_available_bytes: 20000000000 is more than host.memory_total_bytes \
+         (16000000000)"
+    );
+    drop(sender);
+    running.stop().await;
+}

@@ -1,5 +1,7 @@
 //! The core slice end to end: two real agents stream to a real aggregator, which opens,
 //! closes and persists issues; an operator client watches it through the Operator API.
+//! And the trust boundary: hostile samples, sent by hand over a real stream, are rejected
+//! with a reason while the aggregator serves on within bounded memory.
 //!
 //! One scenario in order, because each step builds on the state the previous left:
 //! nodes appear → disk issues open → a silent node opens an issue → it closes when the
@@ -13,10 +15,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
+use prost::Message;
+use proto::v1::ingest_client::IngestClient;
 use proto::v1::operator_client::OperatorClient;
 use proto::v1::{
-    Explanation, GetIssueRequest, Issue, IssueEventKind, IssueState, ListIssuesRequest,
-    ListNodesRequest, Node,
+    Ack, AgentMessage, AggregatorMessage, DiskUsage, Explanation, GetIssueRequest, Hello,
+    HostSample, Issue, IssueEventKind, IssueState, ListIssuesRequest, ListNodesRequest, LogRecord,
+    Node, NodeIdentity, Sample, SampleBatch, agent_message, aggregator_message, sample,
 };
 use tests::{Process, binary, eventually, free_addr, operator_client, wait_for_port, write_file};
 use tonic::transport::Channel;
@@ -469,4 +474,293 @@ async fn issues_open_close_and_survive_an_aggregator_restart() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An agent's stream opened by hand, to send what no real agent would.
+struct HandAgent {
+    sender: tokio::sync::mpsc::Sender<AgentMessage>,
+    acks: tonic::Streaming<AggregatorMessage>,
+}
+
+fn hand_hello(node: &str, labels: usize) -> AgentMessage {
+    AgentMessage {
+        kind: Some(agent_message::Kind::Hello(Hello {
+            identity: Some(NodeIdentity {
+                tenant: TENANT.into(),
+                cluster: CLUSTER.into(),
+                node: node.into(),
+                labels: (0..labels)
+                    .map(|n| (n.to_string(), String::new()))
+                    .collect(),
+                ..Default::default()
+            }),
+            agent_version: "by-hand".into(),
+            seq_epoch: "e1".into(),
+            ..Default::default()
+        })),
+    }
+}
+
+impl HandAgent {
+    async fn connect(addr: SocketAddr, hello: AgentMessage) -> Result<HandAgent, tonic::Status> {
+        let (sender, outbound) = tokio::sync::mpsc::channel(4);
+        sender
+            .send(hello)
+            .await
+            .map_err(|_| tonic::Status::internal("the outbound queue closed"))?;
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .map_err(|error| tonic::Status::internal(error.to_string()))?
+            .connect()
+            .await
+            .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+        let acks = IngestClient::new(channel)
+            .stream(tokio_stream::wrappers::ReceiverStream::new(outbound))
+            .await?
+            .into_inner();
+        Ok(HandAgent { sender, acks })
+    }
+
+    /// Sends a batch and waits for its ack.
+    async fn send(&mut self, seq: u64, samples: Vec<Sample>) -> Result<Ack> {
+        let batch = AgentMessage {
+            kind: Some(agent_message::Kind::Batch(SampleBatch {
+                seq,
+                samples,
+                dropped_batches_total: 0,
+            })),
+        };
+        self.sender
+            .send(batch)
+            .await
+            .map_err(|_| anyhow::anyhow!("the stream's sender closed"))?;
+        let message = tokio::time::timeout(tests::TIMEOUT, self.acks.message())
+            .await
+            .with_context(|| format!("no ack for seq {seq} within {:?}", tests::TIMEOUT))?
+            .with_context(|| format!("the stream broke before the ack of seq {seq}"))?
+            .with_context(|| format!("the stream ended before the ack of seq {seq}"))?;
+        match message.kind {
+            Some(aggregator_message::Kind::Ack(ack)) if ack.seq == seq => Ok(ack),
+            other => bail!("expected the ack of seq {seq}, got {other:?}"),
+        }
+    }
+}
+
+fn log_sample(time_unix_ms: i64) -> Sample {
+    Sample {
+        time_unix_ms,
+        kind: Some(sample::Kind::Log(LogRecord {
+            path: "/var/log/db.log".into(),
+            line: "{\"level\":\"info\"}".into(),
+        })),
+    }
+}
+
+fn host_sample(time_unix_ms: i64, disks: Vec<DiskUsage>) -> Sample {
+    Sample {
+        time_unix_ms,
+        kind: Some(sample::Kind::Host(HostSample {
+            load1: 0.1,
+            load5: 0.1,
+            load15: 0.1,
+            physical_cores: 2,
+            logical_cores: 2,
+            memory_total_bytes: 1 << 30,
+            memory_available_bytes: 1 << 29,
+            memory_used_percent: 50.0,
+            disks,
+            ..Default::default()
+        })),
+    }
+}
+
+/// The reasons of an Ack with their counts.
+fn reasons(ack: &Ack) -> Vec<(&str, u32)> {
+    ack.rejected
+        .iter()
+        .map(|rejection| (rejection.reason.as_str(), rejection.count))
+        .collect()
+}
+
+/// The process's peak resident set (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .context("no VmHWM in /proc/PID/status")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmHWM without a value")?
+        .parse()?)
+}
+
+/// An aggregator whose `logs` and `metrics` integrations format every sample's time (a
+/// time before 1970 aborted it there).
+fn start_telemetry_aggregator(root: &Path, addr: SocketAddr) -> Result<Process> {
+    let config = write_file(
+        root.join("aggregator.toml"),
+        &format!(
+            "listen = \"{addr}\"\ndata_dir = \"{}\"\n\n\
+             [[integrations]]\nname = \"telemetry\"\nsource = [\"logs\", \"metrics\"]\n\
+             sink = {{ type = \"log\" }}\n",
+            root.join("data").display()
+        ),
+    )?;
+    let log_dir = root.join("logs");
+    std::fs::create_dir_all(&log_dir)?;
+    start_aggregator("aggregator", &config, &log_dir)
+}
+
+#[tokio::test]
+async fn times_no_clock_gives_are_rejected_and_the_aggregator_serves_on() -> Result<()> {
+    let dir = tests::temp_dir("hostwatch-e2e-times")?;
+    let addr = free_addr()?;
+    let mut aggregator = start_telemetry_aggregator(dir.path(), addr)?;
+    wait_for_port(addr, tests::TIMEOUT).await?;
+    let mut agent = HandAgent::connect(addr, hand_hello("hostile", 0)).await?;
+
+    let cases = [
+        ("year 10000", 253_402_300_800_000, "future_timestamp"),
+        ("i64::MAX", i64::MAX, "future_timestamp"),
+        ("i64::MIN", i64::MIN, "past_timestamp"),
+        ("before 1970", -1, "past_timestamp"),
+    ];
+    for (seq, (name, time, reason)) in (1..).zip(cases) {
+        let ack = agent
+            .send(seq, vec![log_sample(time), host_sample(time, Vec::new())])
+            .await
+            .with_context(|| format!("a {name} batch"))?;
+        ensure!(
+            ack.accepted == 0 && reasons(&ack) == [(reason, 2)],
+            "a {name} batch was answered {ack:?}"
+        );
+        aggregator
+            .ensure_running()
+            .with_context(|| format!("after a {name} batch"))?;
+    }
+    // The next batch is applied, and its records reach the logs and metrics integration.
+    let now = now_unix_ms()?;
+    let ack = agent
+        .send(5, vec![log_sample(now), host_sample(now, Vec::new())])
+        .await?;
+    ensure!(
+        ack.accepted == 2 && ack.rejected.is_empty(),
+        "the good batch: {ack:?}"
+    );
+    eventually("the good batch's log and metrics records on stdout", || {
+        let aggregator = &aggregator;
+        async move {
+            let lines = json_lines(aggregator)?;
+            let has = |source: &str| {
+                lines
+                    .iter()
+                    .any(|line| line.contains(&format!("\"source\":\"{source}\"")))
+            };
+            Ok((has("logs") && has("metrics")).then_some(()))
+        }
+    })
+    .await?;
+    aggregator.ensure_running()?;
+    Ok(())
+}
+
+/// The aggregator's peak RSS may not pass this while refusing the messages below (it
+/// reached 0.55 GB decoding the 2,000,000 samples; a debug build idles at ~30 MB).
+const PEAK_RSS_BOUND_KIB: u64 = 200 * 1024;
+
+#[tokio::test]
+async fn messages_heavy_to_decode_cost_a_summary_and_bounded_memory() -> Result<()> {
+    let dir = tests::temp_dir("hostwatch-e2e-heavy")?;
+    let addr = free_addr()?;
+    // Default limits: max_message_bytes 4 MiB; at most 10,000 samples, 1,024 disks, 64
+    // labels.
+    let mut aggregator = start_telemetry_aggregator(dir.path(), addr)?;
+    wait_for_port(addr, tests::TIMEOUT).await?;
+    let sent = send_heavy_messages(addr).await;
+    // The figures, also when a step failed (they are the reproduction's output).
+    let running = aggregator.try_exit_status()?;
+    let peak_kib = peak_rss_kib(aggregator.pid()).unwrap_or_default();
+    let stderr = aggregator.stderr()?;
+    let n_rejection_lines = stderr.matches("rejected").count();
+    eprintln!(
+        "figures: aggregator exit status {running:?}, peak RSS {peak_kib} KiB, \
+         {n_rejection_lines} rejection log lines, stderr {} bytes, steps: {sent:?}",
+        stderr.len()
+    );
+    sent?;
+    aggregator.ensure_running()?;
+    ensure!(
+        peak_kib <= PEAK_RSS_BOUND_KIB,
+        "peak RSS {peak_kib} KiB over the bound of {PEAK_RSS_BOUND_KIB} KiB"
+    );
+    ensure!(
+        n_rejection_lines <= 4 && stderr.len() < 64 * 1024,
+        "one log line per reason: {n_rejection_lines} lines, {} bytes of stderr",
+        stderr.len()
+    );
+    Ok(())
+}
+
+/// The heavy messages, each answered as it should be; returns the first Ack's size.
+async fn send_heavy_messages(addr: SocketAddr) -> Result<usize> {
+    let mut agent = HandAgent::connect(addr, hand_hello("heavy", 0)).await?;
+    // 2,000,000 empty samples (time 0, no reading): 2 bytes each, 4,000,008 bytes, under
+    // the 4 MiB limit.
+    let empty = vec![Sample::default(); 2_000_000];
+    let ack = agent.send(1, empty).await?;
+    let ack_bytes = ack.encoded_len();
+    ensure!(
+        ack.accepted == 0
+            && reasons(&ack) == [("too_many_samples", 1_990_000), ("past_timestamp", 10_000)],
+        "2,000,000 empty samples: {:?}",
+        reasons(&ack)
+    );
+    ensure!(ack_bytes < 1024, "an Ack of {ack_bytes} bytes");
+
+    // One host sample with 400,000 empty disks (0.8 MB).
+    let disks = vec![DiskUsage::default(); 400_000];
+    let now = now_unix_ms()?;
+    let ack = agent.send(2, vec![host_sample(now, disks)]).await?;
+    ensure!(
+        ack.accepted == 0 && reasons(&ack) == [("too_many_disks", 1)],
+        "400,000 disks: {ack:?}"
+    );
+    // The next batch is applied; the node keeps that sample, not the 400,000 disks.
+    let root = DiskUsage {
+        mount: "/".into(),
+        total_bytes: 1 << 30,
+        available_bytes: 1 << 29,
+        used_percent: 50.0,
+        ..Default::default()
+    };
+    let ack = agent
+        .send(3, vec![host_sample(now + 1, vec![root])])
+        .await?;
+    ensure!(ack.accepted == 1, "the good batch: {ack:?}");
+    let mut client = operator_client(addr).await?;
+    let node = list_nodes(&mut client)
+        .await?
+        .into_iter()
+        .find(|node| node_name(node) == "heavy")
+        .context("node heavy listed")?;
+    let n_disks = node.latest_host.map(|host| host.disks.len());
+    ensure!(n_disks == Some(1), "node heavy keeps {n_disks:?} disks");
+
+    // A Hello with 100,000 labels is refused, and the tenant's nodes still list.
+    let refused = HandAgent::connect(addr, hand_hello("labelled", 100_000))
+        .await
+        .err()
+        .context("a Hello with 100,000 labels was accepted")?;
+    ensure!(
+        refused.code() == tonic::Code::InvalidArgument
+            && refused.message().contains("ingest.max_labels"),
+        "{refused:?}"
+    );
+    let nodes = list_nodes(&mut client).await?;
+    ensure!(
+        nodes.iter().all(|node| node_name(node) != "labelled"),
+        "the refused node is listed"
+    );
+    Ok(ack_bytes)
 }

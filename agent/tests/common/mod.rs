@@ -115,6 +115,8 @@ impl Ingest for TestIngest {
                                     index: 0,
                                     reason: "test_reason".to_owned(),
                                     detail: "host.load1: rejected by the test".to_owned(),
+                                    count: 1,
+                                    indices: vec![0],
                                 };
                                 let ack = Ack {
                                     seq,

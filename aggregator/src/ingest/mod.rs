@@ -1,5 +1,6 @@
 //! The `Ingest` gRPC service: one stream per agent. Reads the Hello, then each batch:
 //! validates its samples, has the monitor apply and persist it, and acknowledges it.
+//! Rejected samples are summarised per reason, in the Ack and in one log line each.
 //!
 //! Batches of one stream are applied in order and acknowledged in order, each only once
 //! its commit is durable. Up to `IN_FLIGHT` of a stream's batches may wait for their
@@ -7,25 +8,31 @@
 //! stream is not read, which pushes back on that agent. Wire types stop here: the
 //! monitor and engine see domain values only.
 
+#[cfg(test)]
+mod fuzz;
+pub mod limits;
 mod route;
 pub mod validate;
 
+pub use limits::Inbound;
 pub use route::IngestRoute;
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use proto::v1 as wire;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Auth, ClientCert};
-use crate::engine::{Batch, Hello};
-use crate::model::{NodeIdentity, NodeKey, Probe, Timestamp};
+use crate::config::IngestConfig;
+use crate::engine::Batch;
+use crate::model::{NodeKey, Timestamp};
 use crate::monitor::{Monitor, MonitorError};
+use limits::{LimitedBatch, WireLimits};
+use validate::{HelloLimits, Rejections, SampleLimits};
 
 /// Batches of one stream applied but not yet durable (so not yet acknowledged); past
 /// this the stream's reader waits.
@@ -34,7 +41,9 @@ const IN_FLIGHT: usize = 32;
 #[derive(Debug, Clone)]
 pub struct IngestService {
     monitor: Monitor,
-    max_clock_skew: Duration,
+    samples: SampleLimits,
+    hellos: HelloLimits,
+    wire: WireLimits,
     auth: Auth,
     stop: CancellationToken,
 }
@@ -42,29 +51,30 @@ pub struct IngestService {
 impl IngestService {
     pub fn new(
         monitor: Monitor,
-        max_clock_skew: Duration,
+        config: IngestConfig,
         auth: Auth,
         stop: CancellationToken,
     ) -> Self {
         Self {
             monitor,
-            max_clock_skew,
+            samples: SampleLimits::from_config(&config),
+            hellos: HelloLimits::from_config(&config),
+            wire: WireLimits::from_config(&config),
             auth,
             stop,
         }
     }
-}
 
-type AckStream = Pin<Box<dyn Stream<Item = Result<wire::AggregatorMessage, Status>> + Send>>;
+    /// What the codec counts before decoding (`IngestRoute`).
+    pub(crate) fn wire_limits(&self) -> WireLimits {
+        self.wire
+    }
 
-#[tonic::async_trait]
-impl wire::ingest_server::Ingest for IngestService {
-    type StreamStream = AckStream;
-
-    async fn stream(
-        &self,
-        request: Request<Streaming<wire::AgentMessage>>,
-    ) -> Result<Response<Self::StreamStream>, Status> {
+    /// One agent stream: the Hello, then the session of its batches.
+    async fn serve<S>(&self, request: Request<S>) -> Result<Response<AckStream>, Status>
+    where
+        S: Stream<Item = Result<Inbound, Status>> + Send + 'static,
+    {
         let peer = request.remote_addr();
         // The end-entity certificate comes first; the TLS layer has verified the chain.
         let client_cert = match request.peer_certs() {
@@ -72,21 +82,23 @@ impl wire::ingest_server::Ingest for IngestService {
             _ => None,
         };
         let metadata = request.metadata().clone();
-        let mut inbound = request.into_inner();
-        let hello = match inbound.message().await.map_err(inbound_error)? {
-            Some(wire::AgentMessage {
-                kind: Some(wire::agent_message::Kind::Hello(hello)),
-            }) => hello,
+        let mut inbound: InboundStream = Box::pin(request.into_inner());
+        let first = inbound.next().await.transpose().map_err(inbound_error)?;
+        let mut hello = match first.map(Inbound::into_kind) {
+            Some(Ok(Some(wire::agent_message::Kind::Hello(hello)))) => hello,
+            Some(Err(Inbound::RefusedHello(why))) => return Err(Status::invalid_argument(why)),
             _ => {
                 return Err(Status::failed_precondition(
                     "the first message must be a hello",
                 ));
             }
         };
-        let key = validate::node_key(hello.identity.as_ref()).map_err(Status::invalid_argument)?;
+        let token = std::mem::take(&mut hello.token);
+        let (key, hello) =
+            validate::hello(hello, &self.hellos).map_err(Status::invalid_argument)?;
         if let Err(refused) = self.auth.check_agent(
             &metadata,
-            &hello.token,
+            &token,
             &key.tenant,
             &key.cluster,
             client_cert.as_ref(),
@@ -95,7 +107,7 @@ impl wire::ingest_server::Ingest for IngestService {
             return Err(refused);
         }
         self.monitor
-            .hello(key.clone(), hello_from_wire(hello))
+            .hello(key.clone(), hello)
             .await
             .map_err(status)?;
         tracing::info!(node = %key, ?peer, "agent connected");
@@ -105,7 +117,7 @@ impl wire::ingest_server::Ingest for IngestService {
                 key,
                 monitor: self.monitor.clone(),
             },
-            max_clock_skew: self.max_clock_skew,
+            limits: self.samples,
             inbound,
             stop: Box::pin(self.stop.clone().cancelled_owned()),
             submitting: None,
@@ -114,6 +126,26 @@ impl wire::ingest_server::Ingest for IngestService {
             ended: false,
         };
         Ok(Response::new(Box::pin(session)))
+    }
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<wire::AggregatorMessage, Status>> + Send>>;
+/// An agent's messages, from the ingest codec (`IngestRoute`) or from the generated
+/// server's prost codec (`Ingest`, which counts nothing before decoding).
+type InboundStream = Pin<Box<dyn Stream<Item = Result<Inbound, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl wire::ingest_server::Ingest for IngestService {
+    type StreamStream = AckStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<wire::AgentMessage>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        self.serve(request.map(|inbound| {
+            inbound.map(|message| message.map(|message| Inbound::Message(Box::new(message))))
+        }))
+        .await
     }
 }
 
@@ -130,8 +162,8 @@ type Submitting = Pin<Box<dyn Future<Output = Result<PendingAck, Status>> + Send
 /// for room in the monitor's queue: both push back on the agent.
 struct Session {
     guard: Connected,
-    max_clock_skew: Duration,
-    inbound: Streaming<wire::AgentMessage>,
+    limits: SampleLimits,
+    inbound: InboundStream,
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
     submitting: Option<Submitting>,
     pending: VecDeque<PendingAck>,
@@ -158,7 +190,17 @@ impl Stream for Session {
     type Item = Result<wire::AggregatorMessage, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
+        // A panic in here ends this stream only (`panics`).
+        crate::panics::contained(|| self.poll_acks(cx))
+    }
+}
+
+impl Session {
+    fn poll_acks(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<wire::AggregatorMessage, Status>>> {
+        let this = self;
         loop {
             if this.ended {
                 return Poll::Ready(None);
@@ -203,11 +245,33 @@ impl Stream for Session {
                 this.ending = Some(Some(Status::unavailable("the aggregator is shutting down")));
                 continue;
             }
-            match Pin::new(&mut this.inbound).poll_next(cx) {
+            match this
+                .inbound
+                .as_mut()
+                .poll_next(cx)
+                .map_ok(Inbound::into_kind)
+            {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(wire::AgentMessage {
-                    kind: Some(wire::agent_message::Kind::Batch(batch)),
-                }))) => this.submitting = Some(this.submit(batch)),
+                Poll::Ready(Some(Ok(Ok(Some(wire::agent_message::Kind::Batch(batch)))))) => {
+                    let samples = batch
+                        .samples
+                        .into_iter()
+                        .enumerate()
+                        .map(|(index, sample)| (u32::try_from(index).unwrap_or(u32::MAX), sample));
+                    let refused = Rejections::default();
+                    let (seq, dropped) = (batch.seq, batch.dropped_batches_total);
+                    this.submitting = Some(this.submit(seq, dropped, samples, refused));
+                }
+                Poll::Ready(Some(Ok(Err(Inbound::Limited(limited))))) => {
+                    let LimitedBatch {
+                        seq,
+                        dropped_batches_total,
+                        samples,
+                        refused,
+                    } = limited;
+                    this.submitting =
+                        Some(this.submit(seq, dropped_batches_total, samples.into_iter(), refused));
+                }
                 Poll::Ready(Some(Ok(_))) => {
                     this.ending = Some(Some(Status::failed_precondition(
                         "only the first message may be a hello",
@@ -221,56 +285,87 @@ impl Stream for Session {
             }
         }
     }
-}
 
-impl Session {
-    /// Validates a batch and queues it on the monitor; the future resolves, once the
-    /// monitor took it, to the future of its ack.
-    fn submit(&self, batch: wire::SampleBatch) -> Submitting {
-        let key = &self.guard.key;
+    /// Validates a batch's samples (with their indices in the batch, and those already
+    /// refused undecoded) and queues them on the monitor; the future resolves, once the
+    /// monitor took them, to the future of the batch's ack.
+    fn submit(
+        &self,
+        seq: u64,
+        dropped_batches_total: u64,
+        batch: impl ExactSizeIterator<Item = (u32, wire::Sample)>,
+        mut rejections: Rejections,
+    ) -> Submitting {
         let now = Timestamp::now();
-        let seq = batch.seq;
-        let mut samples = Vec::with_capacity(batch.samples.len());
-        let mut rejected = Vec::new();
-        for (index, sample) in batch.samples.into_iter().enumerate() {
-            match validate::sample(sample, now, self.max_clock_skew) {
-                Ok(sample) => samples.push(sample),
-                Err(rejection) => {
-                    tracing::warn!(node = %key, seq, index, reason = rejection.reason, detail = %rejection.detail, "sample rejected");
-                    rejected.push(wire::SampleRejection {
-                        index: u32::try_from(index).unwrap_or(u32::MAX),
-                        reason: rejection.reason.to_owned(),
-                        detail: rejection.detail,
-                    });
+        let mut samples = Vec::with_capacity(batch.len());
+        // The batch index of each sample in `samples`, to name those the monitor rejects.
+        let mut indices = Vec::with_capacity(batch.len());
+        for (index, sample) in batch {
+            match validate::sample(sample, now, &self.limits) {
+                Ok(sample) => {
+                    samples.push(sample);
+                    indices.push(index);
                 }
+                Err(rejection) => rejections.add(index, rejection),
             }
         }
-        let accepted = u32::try_from(samples.len()).unwrap_or(u32::MAX);
         let domain_batch = Batch {
             seq,
             samples,
-            n_rejected: u32::try_from(rejected.len()).unwrap_or(u32::MAX),
-            dropped_batches_total: batch.dropped_batches_total,
+            n_rejected: u32::try_from(rejections.total()).unwrap_or(u32::MAX),
+            dropped_batches_total,
         };
         let monitor = self.guard.monitor.clone();
-        let key = key.clone();
+        let key = self.guard.key.clone();
         Box::pin(async move {
-            let committed = monitor.submit(key, domain_batch).await.map_err(status)?;
+            let committed = monitor
+                .submit(key.clone(), domain_batch)
+                .await
+                .map_err(status)?;
             let ack: PendingAck = Box::pin(async move {
                 let applied = committed.await.map_err(status)?;
+                if applied.duplicate {
+                    return Ok(wire::Ack {
+                        seq,
+                        accepted: 0,
+                        rejected: Vec::new(),
+                        duplicate: true,
+                    });
+                }
+                let n_out_of_order = applied.out_of_order.len();
+                let mut out_of_order = Rejections::default();
+                for (position, rejection) in applied.out_of_order {
+                    if let Some(index) = indices.get(position) {
+                        out_of_order.add(*index, rejection);
+                    }
+                }
+                let accepted = indices.len().saturating_sub(n_out_of_order);
+                rejections.merge(out_of_order);
+                log_rejections(&key, seq, &rejections);
                 Ok(wire::Ack {
                     seq,
-                    accepted: if applied.duplicate { 0 } else { accepted },
-                    rejected: if applied.duplicate {
-                        Vec::new()
-                    } else {
-                        rejected
-                    },
-                    duplicate: applied.duplicate,
+                    accepted: u32::try_from(accepted).unwrap_or(u32::MAX),
+                    rejected: rejections.to_wire(),
+                    duplicate: false,
                 })
             });
             Ok(ack)
         })
+    }
+}
+
+/// One line per reason, however many samples it rejected.
+fn log_rejections(key: &NodeKey, seq: u64, rejections: &Rejections) {
+    for entry in rejections.iter() {
+        tracing::warn!(
+            node = %key,
+            seq,
+            reason = entry.reason,
+            count = entry.count,
+            indices = ?entry.indices,
+            detail = %entry.detail,
+            "samples rejected"
+        );
     }
 }
 
@@ -281,29 +376,6 @@ fn inbound_error(status: Status) -> Status {
         Status::resource_exhausted(status.message().to_owned())
     } else {
         status
-    }
-}
-
-fn hello_from_wire(hello: wire::Hello) -> Hello {
-    let identity = hello.identity.unwrap_or_default();
-    Hello {
-        identity: NodeIdentity {
-            service_instance_id: identity.service_instance_id,
-            business_group: identity.business_group,
-            cloud_service_name: identity.cloud_service_name,
-            instance_class: identity.instance_class,
-            labels: identity.labels.into_iter().collect(),
-        },
-        agent_version: hello.agent_version,
-        probes: hello
-            .probes
-            .into_iter()
-            .map(|probe| Probe {
-                name: probe.name,
-                interval: Duration::from_millis(probe.interval_ms),
-            })
-            .collect(),
-        seq_epoch: hello.seq_epoch,
     }
 }
 

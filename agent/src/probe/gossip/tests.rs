@@ -140,3 +140,50 @@ fn elasticsearch_nodes_and_health() {
         "unexpected answer from /_cluster/health: no \"status\""
     );
 }
+
+/// Fuzzing the adapters' parsers (stable proptest, bounded for CI): any bytes a node could
+/// answer, and the reference bodies with a few bytes changed, give a view or an error,
+/// never a panic. Failures found are kept in `proptest-regressions/probe/gossip/tests.txt`.
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const ES_NODES: &[u8] = br#"[
+        {"id": "aB1c", "name": "es-1", "ip": "10.0.0.1", "node.role": "dim", "master": "*"},
+        {"id": "dE2f", "name": "es-2", "ip": null, "node.role": "d", "master": "-"}
+    ]"#;
+    const ES_HEALTH: &[u8] = br#"{"cluster_name": "logs", "status": "yellow", "timed_out": false}"#;
+
+    fn changed(body: &[u8], changes: &[(prop::sample::Index, u8)]) -> Vec<u8> {
+        let mut body = body.to_vec();
+        for (at, byte) in changes {
+            let at = at.index(body.len());
+            body[at] = *byte;
+        }
+        body
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        #[test]
+        fn any_bytes_give_a_view_or_an_error(
+            body in prop::collection::vec(any::<u8>(), 0..256),
+            other in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let _ = eventstoredb::parse(&body, eventstoredb::PATH);
+            let _ = elasticsearch::parse(&body, &other);
+            let _ = elasticsearch::parse(ES_NODES, &body);
+        }
+
+        #[test]
+        fn changed_reference_bodies_give_a_view_or_an_error(
+            changes in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        ) {
+            let _ = eventstoredb::parse(&changed(HEALTHY.as_bytes(), &changes), eventstoredb::PATH);
+            let _ = elasticsearch::parse(&changed(ES_NODES, &changes), ES_HEALTH);
+            let _ = elasticsearch::parse(ES_NODES, &changed(ES_HEALTH, &changes));
+        }
+    }
+}
