@@ -4,7 +4,8 @@
 //! Pure core (no I/O, time passed in): `model`, `window`, `detect`, `consensus`, `issue`,
 //! `explain`, `engine`.
 //! Edges: `ingest` and `api` (gRPC), `monitor` (the task that owns the engine), `store`
-//! (SQLite), `dispatch`, `outbox`, `delivery` and `sink` (where events go), `server` (wiring), `up` (the
+//! (SQLite), `dispatch`, `outbox`, `delivery` and `sink` (where events go), `listener` (connections: cap,
+//! deadlines), `server` (wiring), `up` (the
 //! embedded default: aggregator and a local agent in one process).
 
 pub mod api;
@@ -20,6 +21,7 @@ pub mod explain;
 pub mod health;
 pub mod ingest;
 pub mod issue;
+pub mod listener;
 pub mod model;
 pub mod monitor;
 pub mod outbox;

@@ -37,7 +37,12 @@ pub struct IngestService {
     max_clock_skew: Duration,
     auth: Auth,
     stop: CancellationToken,
+    /// How long a stream may take to send its Hello: until then it is unauthenticated.
+    hello_timeout: Duration,
 }
+
+/// `ConnectionsConfig::hello_timeout`'s default, for services built without a config.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl IngestService {
     pub fn new(
@@ -51,7 +56,14 @@ impl IngestService {
             max_clock_skew,
             auth,
             stop,
+            hello_timeout: HELLO_TIMEOUT,
         }
+    }
+
+    /// A stream that sends no Hello within `timeout` ends with DEADLINE_EXCEEDED.
+    pub fn with_hello_timeout(mut self, timeout: Duration) -> Self {
+        self.hello_timeout = timeout;
+        self
     }
 }
 
@@ -73,7 +85,13 @@ impl wire::ingest_server::Ingest for IngestService {
         };
         let metadata = request.metadata().clone();
         let mut inbound = request.into_inner();
-        let hello = match inbound.message().await.map_err(inbound_error)? {
+        let first = tokio::time::timeout(self.hello_timeout, inbound.message())
+            .await
+            .map_err(|_| {
+                tracing::info!(?peer, "agent stream sent no hello in time");
+                Status::deadline_exceeded(format!("no hello within {:?}", self.hello_timeout))
+            })?;
+        let hello = match first.map_err(inbound_error)? {
             Some(wire::AgentMessage {
                 kind: Some(wire::agent_message::Kind::Hello(hello)),
             }) => hello,
