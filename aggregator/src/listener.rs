@@ -41,6 +41,8 @@ pub const RESERVED_FILES: u64 = 256;
 /// `ACCEPT_BACKOFF_MAX` while the failures last.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How often reaching the connection limit is logged while it lasts.
+const LIMIT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Raises the soft open-file limit to the hard one (systemd's default soft limit is
 /// 1,024) and returns the soft limit in force. Failure to raise it is not fatal: the
@@ -221,18 +223,27 @@ async fn accept_loop(
 ) {
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let mut starved = false;
+    // At the cap every closed connection lets one more in: warn once per interval, not
+    // per connection.
+    let mut last_warned: Option<Instant> = None;
+    let mut waits_since_warned = 0_u64;
     loop {
         let permit = match Arc::clone(slots).try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                tracing::warn!(
-                    max_connections,
-                    "connection limit reached; new connections wait until one closes"
-                );
+                waits_since_warned += 1;
+                if last_warned.is_none_or(|at| at.elapsed() >= LIMIT_WARNING_INTERVAL) {
+                    tracing::warn!(
+                        max_connections,
+                        times = waits_since_warned,
+                        "connection limit reached; new connections wait until one closes"
+                    );
+                    last_warned = Some(Instant::now());
+                    waits_since_warned = 0;
+                }
                 let Ok(permit) = Arc::clone(slots).acquire_owned().await else {
                     return;
                 };
-                tracing::info!("below the connection limit again; accepting");
                 permit
             }
         };

@@ -565,15 +565,20 @@ async fn idle_connections_at_the_file_limit_neither_spin_nor_lock_out_agents() -
         idle.len()
     );
 
-    // A spinning accept loop burns a whole core; a waiting one next to nothing.
+    // A spinning accept loop burns what it gets of a core (main's took 1.5 s of 3 s on a
+    // busy two-core machine); a waiting one next to nothing.
     let pid = aggregator.pid();
     let window = Duration::from_secs(3);
     let before = cpu_time(pid)?;
     tokio::time::sleep(window).await;
     let used = cpu_time(pid)? - before;
+    println!(
+        "aggregator CPU with {} idle connections: {used:?} in {window:?}",
+        idle.len()
+    );
     aggregator.ensure_running()?;
     ensure!(
-        used < window / 2,
+        used < window / 5,
         "the aggregator used {used:?} of CPU in {window:?} with {} idle connections",
         idle.len()
     );
