@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use proto::v1::{
     EventSource, GetIssueRequest, GetNodeRequest, IssueState, ListClustersRequest,
-    ListIssuesRequest, ListNodesRequest, Severity, WatchEventsRequest,
+    ListIssuesRequest, Severity, WatchEventsRequest,
 };
 use serde_json::Value;
 
@@ -308,23 +308,12 @@ async fn run(cli: Cli) -> Result<(), Stop> {
             }
         }
         Command::Nodes { tenant, cluster } => {
-            // Every page: an answer holds as many nodes as fit the message limit.
-            let mut nodes = Vec::new();
-            let mut page_token = String::new();
-            loop {
-                let request = ListNodesRequest {
-                    tenant: tenant.clone().unwrap_or_default(),
-                    cluster: cluster.clone().unwrap_or_default(),
-                    page_size: 0,
-                    page_token,
-                };
-                let response = call("list nodes", client.list_nodes(request)).await?;
-                nodes.extend(response.nodes);
-                page_token = response.next_page_token;
-                if page_token.is_empty() {
-                    break;
-                }
-            }
+            let nodes = nodes::list_all(
+                &mut client,
+                &tenant.unwrap_or_default(),
+                &cluster.unwrap_or_default(),
+            )
+            .await?;
             match output {
                 Output::Table => print_text(&nodes::table(&nodes, now_unix_ms()).render())?,
                 Output::Json => print_json(&Value::Array(nodes.iter().map(nodes::json).collect()))?,
