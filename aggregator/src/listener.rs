@@ -111,8 +111,16 @@ impl Registry {
         self.lock().insert(peer, activity);
     }
 
-    fn remove(&self, peer: SocketAddr) {
-        self.lock().remove(&peer);
+    /// Forgets `peer`, unless a newer connection from the same address (a reused port)
+    /// took its place.
+    fn remove(&self, peer: SocketAddr, activity: &Arc<Activity>) {
+        let mut connections = self.lock();
+        if connections
+            .get(&peer)
+            .is_some_and(|held| Arc::ptr_eq(held, activity))
+        {
+            connections.remove(&peer);
+        }
     }
 
     fn get(&self, peer: SocketAddr) -> Option<Arc<Activity>> {
@@ -355,7 +363,7 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.registry.remove(self.peer);
+        self.registry.remove(self.peer, &self.activity);
     }
 }
 

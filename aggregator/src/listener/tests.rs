@@ -128,6 +128,20 @@ async fn past_the_cap_a_connection_is_accepted_once_one_closes() {
 }
 
 #[test]
+fn a_closing_connection_does_not_forget_a_newer_one_from_the_same_address() {
+    let registry = Registry::default();
+    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let old = Arc::new(Activity::new(Instant::now()));
+    let new = Arc::new(Activity::new(Instant::now()));
+    registry.insert(peer, Arc::clone(&old));
+    registry.insert(peer, Arc::clone(&new));
+    registry.remove(peer, &old);
+    assert!(Arc::ptr_eq(&registry.get(peer).unwrap(), &new));
+    registry.remove(peer, &new);
+    assert!(registry.get(peer).is_none());
+}
+
+#[test]
 fn the_cap_stays_below_the_open_file_limit() {
     assert_eq!(connection_cap(None, 1024), 1024 - 256);
     assert_eq!(connection_cap(Some(100), 1024), 100);
