@@ -43,6 +43,12 @@ pub struct AggregatorConfig {
     pub data_dir: PathBuf,
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// How many connections the listener holds and how long it waits for them.
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
+    /// What the operator API allows and how much one answer holds.
+    #[serde(default)]
+    pub api: ApiConfig,
     #[serde(default)]
     pub rules: RulesConfig,
     /// Tokens and TLS; without tokens the listener must be on loopback.
@@ -90,6 +96,8 @@ impl AggregatorConfig {
             listen,
             data_dir,
             ingest: IngestConfig::default(),
+            connections: ConnectionsConfig::default(),
+            api: ApiConfig::default(),
             rules: RulesConfig::default(),
             auth: AuthConfig::default(),
             integrations: vec![IntegrationConfig {
@@ -110,6 +118,7 @@ impl AggregatorConfig {
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
         self.ingest.validate(&mut errors);
+        self.connections.validate(&mut errors);
         self.rules.validate(&mut errors);
         self.auth.validate(&mut errors);
         errors.extend(self.exposure_error());
@@ -117,6 +126,12 @@ impl AggregatorConfig {
             if integration.name.trim().is_empty() {
                 errors.push(format!(
                     "config: integrations[{index}].name: must not be empty"
+                ));
+            }
+            if integration.name.contains('/') {
+                errors.push(format!(
+                    "config: integrations[{index}].name: {:?} may not contain '/'",
+                    integration.name
                 ));
             }
             let duplicate = self.integrations[..index]
@@ -266,6 +281,75 @@ impl IngestConfig {
     }
 }
 
+/// The listener's bounds: every connection costs a file descriptor and memory, so their
+/// number is capped and a connection that does nothing is closed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsConfig {
+    /// The most connections held at once; further ones wait in the kernel's backlog.
+    /// Default: the open-file limit less `listener::RESERVED_FILES` (the database, sinks
+    /// and logs need descriptors too); a larger value is lowered to that.
+    pub max: Option<usize>,
+    /// A new connection must start its first call within this (TLS and HTTP/2
+    /// handshakes included), or it is closed.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A connection with no call in progress for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// An agent's stream must send its Hello within this, or it ends with DEADLINE_EXCEEDED.
+    #[serde(with = "humantime_serde")]
+    pub hello_timeout: Duration,
+    /// HTTP/2 PINGs this often find peers that are gone without closing the connection.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// A PING unanswered for this long closes the connection.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            max: None,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            hello_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl ConnectionsConfig {
+    fn validate(&self, errors: &mut Vec<String>) {
+        if self.max == Some(0) {
+            errors.push("config: connections.max: must be at least 1".to_owned());
+        }
+        for (field, value) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("hello_timeout", self.hello_timeout),
+            ("keepalive_interval", self.keepalive_interval),
+            ("keepalive_timeout", self.keepalive_timeout),
+        ] {
+            if value.is_zero() {
+                errors.push(format!("config: connections.{field}: must be over zero"));
+            }
+        }
+    }
+}
+
+/// The operator API's limits.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Whether sinks created through the API may send to loopback, link-local and
+    /// private addresses (the aggregator's own network). Off: a tenant admin cannot make
+    /// the aggregator probe internal services.
+    pub allow_private_sink_addresses: bool,
+}
+
 /// Routes one or more event sources to one sink.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -354,6 +438,8 @@ mod tests {
         assert_eq!(example.ingest, defaults.ingest);
         // Every rule of the registry, each with its own defaults.
         assert_eq!(example.rules, defaults.rules);
+        assert_eq!(example.connections, defaults.connections);
+        assert_eq!(example.api, defaults.api);
         assert_eq!(example.integrations.len(), 1);
     }
 

@@ -84,8 +84,39 @@ impl Filter {
     }
 }
 
+/// The key an integration is known by inside the aggregator (its outbox rows, its
+/// worker): its name, qualified by its tenant when it was created through the API for a
+/// tenant, so that two tenants may each have an integration of the same name. Names
+/// hold no `/` (config validation and the API refuse one), so keys cannot collide.
+pub fn route_key(integration: &IntegrationConfig, from_api: bool) -> String {
+    match integration.tenant.as_deref() {
+        Some(tenant) if from_api && !tenant.is_empty() => {
+            format!("{tenant}/{}", integration.name)
+        }
+        _ => integration.name.clone(),
+    }
+}
+
+/// An integration as listed: its key, its settings and where it came from.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub key: String,
+    pub config: IntegrationConfig,
+    /// Created through the API (persisted in the database), not from the config file.
+    pub from_api: bool,
+}
+
+impl Listed {
+    /// The tenant the integration belongs to; "" for one of every tenant.
+    pub fn tenant(&self) -> &str {
+        self.config.tenant.as_deref().unwrap_or_default()
+    }
+}
+
 #[derive(Debug)]
 struct Route {
+    /// `route_key`: what its outbox rows name.
+    key: String,
     config: IntegrationConfig,
     /// Created through the API (persisted in the database), not from the config file.
     from_api: bool,
@@ -101,12 +132,13 @@ struct Route {
 impl Route {
     fn new(config: IntegrationConfig, from_api: bool, stop: CancellationToken) -> Self {
         let filter = Filter::from_config(&config);
+        let key = route_key(&config, from_api);
         let (telemetry, telemetry_records) = if filter.admits_source(EventSource::Logs)
             || filter.admits_source(EventSource::Metrics)
         {
             let (sender, records) = mpsc::channel(telemetry::QUEUE);
             let queue = TelemetryQueue {
-                integration: config.name.clone(),
+                integration: key.clone(),
                 sender,
                 dropped: Arc::default(),
             };
@@ -115,6 +147,7 @@ impl Route {
             (None, None)
         };
         Self {
+            key,
             config,
             from_api,
             filter,
@@ -124,6 +157,18 @@ impl Route {
             telemetry_records: Mutex::new(telemetry_records),
         }
     }
+}
+
+/// Whether `integration` would clash with a route: the same name for the same tenant,
+/// or the same key.
+fn conflicts(routes: &[Route], integration: &IntegrationConfig, from_api: bool) -> bool {
+    let key = route_key(integration, from_api);
+    let tenant = integration.tenant.as_deref().unwrap_or_default();
+    routes.iter().any(|route| {
+        route.key == key
+            || (route.config.name == integration.name
+                && route.config.tenant.as_deref().unwrap_or_default() == tenant)
+    })
 }
 
 /// Log and metrics records of one committed batch, ready to hand to their queues.
@@ -169,6 +214,8 @@ pub struct Dispatch {
 pub enum RouteError {
     #[error("integration {0:?} exists already")]
     Exists(String),
+    #[error("integration {0:?}: a name may not contain '/'")]
+    Slash(String),
     #[error("integration {0:?} does not exist")]
     Unknown(String),
 }
@@ -237,7 +284,7 @@ impl Dispatch {
         if route.filter.admits_source(EventSource::Health) {
             let (interval, platform) = route.config.sink.health_settings();
             let publisher = HealthPublisher {
-                integration: route.config.name.clone(),
+                integration: route.key.clone(),
                 filter: route.filter.clone(),
                 sink: route.config.sink.clone(),
                 timeout: route.config.timeout,
@@ -255,7 +302,7 @@ impl Dispatch {
             return;
         }
         let worker = Worker {
-            integration: route.config.name.clone(),
+            integration: route.key.clone(),
             sink: route.config.sink.clone(),
             timeout: route.config.timeout,
             retry: RetryPolicy {
@@ -283,16 +330,16 @@ impl Dispatch {
             .routes
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        for (name, config) in saved {
+        for (key, config) in saved {
             match serde_json::from_str::<IntegrationConfig>(&config) {
-                Ok(integration) if !routes.iter().any(|r| r.config.name == integration.name) => {
+                Ok(integration) if !conflicts(&routes, &integration, true) => {
                     routes.push(Route::new(integration, true, self.inner.stop.child_token()));
                 }
                 Ok(_) => {
-                    tracing::error!(integration = %name, "an integration of the config file has the same name; the API's is ignored")
+                    tracing::error!(integration = %key, "an integration of the config file has the same name; the API's is ignored")
                 }
                 Err(error) => {
-                    tracing::error!(integration = %name, %error, "a saved integration does not parse; ignored")
+                    tracing::error!(integration = %key, %error, "a saved integration does not parse; ignored")
                 }
             }
         }
@@ -307,29 +354,18 @@ impl Dispatch {
             .clone()
     }
 
-    /// Whether `name` was created through the API; `None` when there is no such
-    /// integration.
-    pub fn is_from_api(&self, name: &str) -> Option<bool> {
-        self.inner
-            .routes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .find(|route| route.config.name == name)
-            .map(|route| route.from_api)
-    }
-
-    /// Adds an integration at run time (the API); its worker starts at once.
+    /// Adds an integration at run time (the API); its worker starts at once. Its name
+    /// must be new for its tenant (and its key new at all).
     pub fn add(&self, integration: IntegrationConfig) -> Result<(), RouteError> {
+        if integration.name.contains('/') {
+            return Err(RouteError::Slash(integration.name));
+        }
         let mut routes = self
             .inner
             .routes
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if routes
-            .iter()
-            .any(|route| route.config.name == integration.name)
-        {
+        if conflicts(&routes, &integration, true) {
             return Err(RouteError::Exists(integration.name));
         }
         let route = Route::new(integration, true, self.inner.stop.child_token());
@@ -346,8 +382,9 @@ impl Dispatch {
         Ok(())
     }
 
-    /// Removes an integration; its worker stops after the attempt in flight.
-    pub fn remove(&self, name: &str) -> Result<IntegrationConfig, RouteError> {
+    /// Removes the integration with this `route_key`; its worker stops after the attempt
+    /// in flight.
+    pub fn remove(&self, key: &str) -> Result<IntegrationConfig, RouteError> {
         let mut routes = self
             .inner
             .routes
@@ -355,21 +392,25 @@ impl Dispatch {
             .unwrap_or_else(PoisonError::into_inner);
         let index = routes
             .iter()
-            .position(|route| route.config.name == name)
-            .ok_or_else(|| RouteError::Unknown(name.to_owned()))?;
+            .position(|route| route.key == key)
+            .ok_or_else(|| RouteError::Unknown(key.to_owned()))?;
         let route = routes.remove(index);
         route.stop.cancel();
         Ok(route.config)
     }
 
     /// The integrations, in the order they were added.
-    pub fn integrations(&self) -> Vec<IntegrationConfig> {
+    pub fn integrations(&self) -> Vec<Listed> {
         self.inner
             .routes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .map(|route| route.config.clone())
+            .map(|route| Listed {
+                key: route.key.clone(),
+                config: route.config.clone(),
+                from_api: route.from_api,
+            })
             .collect()
     }
 
@@ -406,7 +447,8 @@ impl Dispatch {
         Some(TelemetryBatch { records })
     }
 
-    /// The integrations that admit `event`: the store writes an outbox row for each.
+    /// The keys of the integrations that admit `event`: the store writes an outbox row
+    /// for each.
     pub fn admitting(&self, event: &Event) -> Vec<String> {
         self.inner
             .routes
@@ -414,7 +456,7 @@ impl Dispatch {
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .filter(|route| route.filter.admits(event))
-            .map(|route| route.config.name.clone())
+            .map(|route| route.key.clone())
             .collect()
     }
 

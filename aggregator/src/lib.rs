@@ -4,9 +4,10 @@
 //! Pure core (no I/O, time passed in): `model`, `window`, `rules` (one module per rule and
 //! the registry), `issue`, `explain`, `engine`.
 //! Edges: `ingest` and `api` (gRPC), `monitor` (the task that owns the engine), `store`
-//! (SQLite), `dispatch`, `outbox`, `delivery` and `sink` (where events go), `server` (wiring), `up` (the
-//! embedded default: aggregator and a local agent in one process), `panics` (a panic ends
-//! one agent's stream, or the process).
+//! (SQLite), `dispatch`, `outbox`, `delivery` and `sink` (where events go), `listener`
+//! (connections: cap, deadlines), `server` (wiring), `up` (the embedded default: aggregator
+//! and a local agent in one process), `panics` (a panic ends one agent's stream, or the
+//! process).
 
 pub mod api;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod explain;
 pub mod health;
 pub mod ingest;
 pub mod issue;
+pub mod listener;
 pub mod model;
 pub mod monitor;
 pub mod outbox;

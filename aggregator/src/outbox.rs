@@ -72,6 +72,33 @@ pub const MIGRATION: &str = "CREATE TABLE deliveries (
         created_ms INTEGER NOT NULL
     );";
 
+/// The schema step that makes integration names per tenant: an integration created
+/// through the API for a tenant is keyed `tenant/name` (`dispatch::route_key`), in the
+/// `integrations` table and in the deliveries it owes.
+pub const MIGRATION_TENANT_NAMES: &str = "
+    UPDATE deliveries SET integration = (
+            SELECT json_extract(integrations.config, '$.tenant') || '/' || integrations.name
+            FROM integrations WHERE integrations.name = deliveries.integration)
+        WHERE integration IN (SELECT name FROM integrations
+            WHERE coalesce(json_extract(config, '$.tenant'), '') != '');
+    UPDATE integrations SET name = json_extract(config, '$.tenant') || '/' || name
+        WHERE coalesce(json_extract(config, '$.tenant'), '') != '';";
+
+/// Which deliveries an operator asked for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeliveryQuery {
+    /// Only these integrations (`route_key`s); `None` for every one.
+    pub integrations: Option<Vec<String>>,
+    /// Only deliveries of this tenant's events; `None` for every tenant.
+    pub tenant: Option<String>,
+    /// Empty for every state.
+    pub states: Vec<DeliveryState>,
+    /// Only deliveries after this seq (the previous page's last).
+    pub after_seq: i64,
+    /// 0 for 1000.
+    pub limit: u32,
+}
+
 /// Records that `integration` owes a delivery of this event; part of the event's commit.
 pub fn enqueue(
     transaction: &Transaction<'_>,
@@ -149,25 +176,32 @@ impl Outbox {
         Ok(())
     }
 
-    /// Deliveries for operators, oldest first; `integration` empty for all, `states`
-    /// empty for every state.
-    pub fn list(
-        &self,
-        integration: &str,
-        states: &[DeliveryState],
-        limit: u32,
-    ) -> Result<Vec<Delivery>, StoreError> {
-        let rows = self.select(
-            "WHERE (?1 = '' OR integration = ?1) ORDER BY seq LIMIT ?2",
-            params![integration, if limit == 0 { 1000 } else { limit }],
-        )?;
-        Ok(rows
-            .into_iter()
-            .filter(|row| states.is_empty() || states.contains(&row.state))
-            .collect())
+    /// Deliveries for operators, oldest first, at most `query.limit`. Every filter is
+    /// applied before the limit, so a page is full whenever enough rows match.
+    pub fn list(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError> {
+        let states: Vec<&str> = query.states.iter().map(|state| state.as_str()).collect();
+        let integrations = query
+            .integrations
+            .as_ref()
+            .map(|keys| serde_json::to_string(keys).unwrap_or_default());
+        self.select(
+            "WHERE seq > ?1
+               AND (?2 IS NULL OR integration IN (SELECT value FROM json_each(?2)))
+               AND (?3 IS NULL OR json_extract(envelope, '$.tenant') = ?3)
+               AND (?4 = '[]' OR (CASE WHEN dead THEN 'dead' WHEN attempts > 0 THEN 'failed'
+                                  ELSE 'pending' END) IN (SELECT value FROM json_each(?4)))
+             ORDER BY seq LIMIT ?5",
+            params![
+                query.after_seq,
+                integrations,
+                query.tenant,
+                serde_json::to_string(&states).unwrap_or_default(),
+                if query.limit == 0 { 1000 } else { query.limit }
+            ],
+        )
     }
 
-    /// Integrations created through the API, as their config JSON, oldest first.
+    /// Integrations created through the API, as (`route_key`, config JSON), oldest first.
     pub fn integrations(&self) -> Result<Vec<(String, String)>, StoreError> {
         let mut statement = self
             .connection
@@ -176,26 +210,22 @@ impl Outbox {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Persists an integration created through the API.
-    pub fn save_integration(
-        &self,
-        name: &str,
-        config: &str,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
+    /// Persists an integration created through the API, under its `route_key`.
+    pub fn save_integration(&self, key: &str, config: &str, now_ms: i64) -> Result<(), StoreError> {
         self.connection
             .prepare_cached(
                 "INSERT INTO integrations (name, config, created_ms) VALUES (?1, ?2, ?3)",
             )?
-            .execute(params![name, config, now_ms])?;
+            .execute(params![key, config, now_ms])?;
         Ok(())
     }
 
-    /// Forgets an integration and every delivery it still owed (dead letters included).
-    pub fn delete_integration(&mut self, name: &str) -> Result<(), StoreError> {
+    /// Forgets an integration (by `route_key`) and every delivery it still owed (dead
+    /// letters included).
+    pub fn delete_integration(&mut self, key: &str) -> Result<(), StoreError> {
         let transaction = self.connection.transaction()?;
-        transaction.execute("DELETE FROM integrations WHERE name = ?1", [name])?;
-        transaction.execute("DELETE FROM deliveries WHERE integration = ?1", [name])?;
+        transaction.execute("DELETE FROM integrations WHERE name = ?1", [key])?;
+        transaction.execute("DELETE FROM deliveries WHERE integration = ?1", [key])?;
         transaction.commit()?;
         Ok(())
     }
@@ -243,3 +273,6 @@ impl Outbox {
         Ok(deliveries)
     }
 }
+
+#[cfg(test)]
+mod tests;

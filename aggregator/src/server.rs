@@ -12,7 +12,6 @@ use proto::v1 as wire;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::server::TcpIncoming;
 
 use crate::api::OperatorService;
 use crate::api::integrations::IntegrationsService;
@@ -21,6 +20,9 @@ use crate::config::AggregatorConfig;
 use crate::dispatch::Dispatch;
 use crate::engine::Engine;
 use crate::ingest::{IngestRoute, IngestService};
+use crate::listener::{
+    CallTracking, Deadlines, Registry, connection_cap, incoming, raise_file_limit,
+};
 use crate::model::Timestamp;
 use crate::monitor::Monitor;
 use crate::store::{Store, StoreError};
@@ -95,7 +97,15 @@ impl Aggregator {
         })?;
 
         let auth = Auth::build(&config.auth)?;
-        let tls = config.auth.tls.as_ref().map(tls_config).transpose()?;
+        let connections = &config.connections;
+        let tls = config
+            .auth
+            .tls
+            .as_ref()
+            .map(|tls| tls_config(tls, connections.handshake_timeout))
+            .transpose()?;
+        let file_limit = raise_file_limit();
+        let max_connections = connection_cap(connections.max, file_limit);
 
         let sinks = TaskTracker::new();
         let dispatch = Dispatch::start(&config.integrations, &sinks);
@@ -136,7 +146,8 @@ impl Aggregator {
                 config.ingest.clone(),
                 auth.clone(),
                 stop.child_token(),
-            ),
+            )
+            .with_hello_timeout(connections.hello_timeout),
             config.ingest.max_message_bytes,
         );
         let operator = wire::operator_server::OperatorServer::with_interceptor(
@@ -149,23 +160,35 @@ impl Aggregator {
             auth.operator_interceptor(),
         );
         let integrations = wire::integrations_server::IntegrationsServer::with_interceptor(
-            IntegrationsService::new(dispatch.clone()),
+            IntegrationsService::new(dispatch.clone(), config.api.clone()),
             auth.operator_interceptor(),
         );
 
         let local_addr = listener.local_addr().ok();
-        tracing::info!(listen = ?local_addr, "aggregator serving ingest and operator gRPC");
-        // No Nagle: an ack is a few bytes and must not wait for the agent's delayed ACK
-        // (up to 40 ms), which capped a stream at one round of batches per 40 ms.
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        tracing::info!(
+            listen = ?local_addr,
+            max_connections,
+            file_limit,
+            "aggregator serving ingest and operator gRPC"
+        );
+        let registry = Registry::default();
+        let incoming = incoming(
+            listener,
+            max_connections,
+            Deadlines::from_config(connections),
+            registry.clone(),
+        );
         let stop_serving = stop.clone();
-        let mut builder = tonic::transport::Server::builder();
+        let mut builder = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(connections.keepalive_interval))
+            .http2_keepalive_timeout(Some(connections.keepalive_timeout));
         if let Some(tls) = tls {
             builder = builder
                 .tls_config(tls)
                 .map_err(|error| ServerError::Tls(error.to_string()))?;
         }
         let served = builder
+            .layer(CallTracking::new(registry))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(ingest)
@@ -205,7 +228,10 @@ impl Aggregator {
 /// The listener's TLS: the aggregator's certificate, and the CA that agents' client
 /// certificates must chain to. Client certificates stay optional at the TLS layer so
 /// operators need none; `auth` requires one from agents when configured.
-fn tls_config(tls: &TlsConfig) -> Result<tonic::transport::ServerTlsConfig, ServerError> {
+fn tls_config(
+    tls: &TlsConfig,
+    handshake_timeout: Duration,
+) -> Result<tonic::transport::ServerTlsConfig, ServerError> {
     let read = |field: &str, path: &std::path::Path| {
         std::fs::read(path)
             .map_err(|error| ServerError::Tls(format!("{field}: {}: {error}", path.display())))
@@ -214,7 +240,9 @@ fn tls_config(tls: &TlsConfig) -> Result<tonic::transport::ServerTlsConfig, Serv
         read("cert_file", &tls.cert_file)?,
         read("key_file", &tls.key_file)?,
     );
-    let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+    let mut config = tonic::transport::ServerTlsConfig::new()
+        .identity(identity)
+        .timeout(handshake_timeout);
     if let Some(ca) = &tls.client_ca_file {
         config = config
             .client_ca_root(tonic::transport::Certificate::from_pem(read(

@@ -164,6 +164,8 @@ pub struct IssueFilter {
     pub node: String,
     pub rule: String,
     pub limit: u32,
+    /// Paging: only issues after this (opened_ms, id) in the list's order (newest first).
+    pub before: Option<(i64, String)>,
 }
 
 /// A persisted issue event (the issue is fetched alongside).
@@ -384,6 +386,8 @@ const MIGRATIONS: &[&str] = &[
         ALTER TABLE issues DROP COLUMN mount;
         CREATE UNIQUE INDEX one_open_issue_per_subject
             ON issues (rule, tenant, cluster, node, resource_kind, resource) WHERE state = 'open';",
+    // 5: integration names per tenant (`dispatch::route_key`).
+    crate::outbox::MIGRATION_TENANT_NAMES,
 ];
 
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
@@ -845,8 +849,10 @@ fn list_issues(connection: &Connection, filter: &IssueFilter) -> Result<Vec<Issu
          WHERE (?1 = '' OR state = ?1) AND (?2 = '' OR tenant = ?2) AND (?3 = '' OR cluster = ?3)
            AND (?4 = '' OR node = ?4) AND (?5 = '' OR rule = ?5)
            AND severity IN (SELECT value FROM json_each(?6))
+           AND (?8 IS NULL OR opened_ms < ?8 OR (opened_ms = ?8 AND id < ?9))
          ORDER BY opened_ms DESC, id DESC LIMIT ?7"
     );
+    let (before_ms, before_id) = filter.before.clone().unzip();
     let limit = if filter.limit == 0 {
         1000
     } else {
@@ -861,6 +867,8 @@ fn list_issues(connection: &Connection, filter: &IssueFilter) -> Result<Vec<Issu
         filter.rule,
         serde_json::to_string(&severities).unwrap_or_default(),
         limit,
+        before_ms,
+        before_id,
     ])?;
     let mut issues = Vec::new();
     while let Some(row) = rows.next()? {

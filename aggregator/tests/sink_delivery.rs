@@ -8,7 +8,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aggregator::outbox::{DeliveryState, Outbox};
+use aggregator::outbox::{DeliveryQuery, DeliveryState, Outbox};
 use support::receiver::{Receiver, Recorded, Reply};
 use support::{Running, trip, webhook};
 
@@ -70,7 +70,7 @@ async fn a_receiver_failing_for_a_while_gets_everything_in_order_once() {
     assert_eq!(flaky.requests().len(), 9);
     assert_eq!(steady.requests().len(), 5);
     let outbox = Outbox::open(&running.db_path()).unwrap();
-    assert_eq!(outbox.list("", &[], 0).unwrap(), Vec::new());
+    assert_eq!(outbox.list(&DeliveryQuery::default()).unwrap(), Vec::new());
     running.stop().await;
 }
 
@@ -127,7 +127,16 @@ async fn bad_request_is_dead_lettered_at_once() {
     assert_eq!(receiver.requests().len(), 2);
 
     let outbox = Outbox::open(&running.db_path()).unwrap();
-    let dead = outbox.list("strict", &[DeliveryState::Dead], 0).unwrap();
+    let strict = DeliveryQuery {
+        integrations: Some(vec!["strict".to_owned()]),
+        ..DeliveryQuery::default()
+    };
+    let dead = outbox
+        .list(&DeliveryQuery {
+            states: vec![DeliveryState::Dead],
+            ..strict.clone()
+        })
+        .unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].envelope["node"], "bad");
     assert_eq!(dead[0].attempts, 1);
@@ -137,7 +146,7 @@ async fn bad_request_is_dead_lettered_at_once() {
         "{}",
         dead[0].last_error
     );
-    assert_eq!(outbox.list("strict", &[], 0).unwrap().len(), 1);
+    assert_eq!(outbox.list(&strict).unwrap().len(), 1);
     running.stop().await;
 }
 
@@ -169,7 +178,7 @@ async fn a_hanging_receiver_holds_back_only_its_own_integration() {
     let outbox = Outbox::open(&running.db_path()).unwrap();
     let pending_by_integration = || -> HashMap<String, usize> {
         outbox
-            .list("", &[], 0)
+            .list(&DeliveryQuery::default())
             .unwrap()
             .into_iter()
             .fold(HashMap::new(), |mut counts, delivery| {

@@ -62,7 +62,12 @@ async fn integrations_are_created_tested_listed_persisted_and_deleted_without_sh
         }
     })
     .await;
-    let config = "[[integrations]]\nname = \"stdout\"\nsink = { type = \"log\" }\n";
+    // The receiver is on 127.0.0.1, which API-created sinks may reach only when the
+    // operator allows it. node_silent stays off: the fake agents' 1 s interval would
+    // let it open (and deliver) between the deliveries this test counts.
+    let config = "[api]\nallow_private_sink_addresses = true\n\
+                  [rules.node_silent]\nenabled = false\n\
+                  [[integrations]]\nname = \"stdout\"\nsink = { type = \"log\" }\n";
     let running = Running::start(config).await;
     let mut api = client(&running).await;
 
@@ -87,11 +92,13 @@ async fn integrations_are_created_tested_listed_persisted_and_deleted_without_sh
     assert_eq!(created.sink_type, "webhook");
     assert_eq!(created.origin, "api");
 
-    // A second one of the same name, and one with bad settings, are refused.
+    // A second one of the same name for the same tenant, and one with bad settings,
+    // are refused.
     let again = api
         .create_integration(wire::CreateIntegrationRequest {
             name: "hook".into(),
             sink_json: sink.to_string(),
+            tenant: "acme".into(),
             ..Default::default()
         })
         .await
@@ -111,6 +118,7 @@ async fn integrations_are_created_tested_listed_persisted_and_deleted_without_sh
     let tested = api
         .test_integration(wire::TestIntegrationRequest {
             name: "hook".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -129,7 +137,7 @@ async fn integrations_are_created_tested_listed_persisted_and_deleted_without_sh
                 .list_deliveries(wire::ListDeliveriesRequest {
                     integration: "hook".into(),
                     states: vec!["dead".into()],
-                    limit: 0,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
@@ -167,6 +175,7 @@ async fn integrations_are_created_tested_listed_persisted_and_deleted_without_sh
     let refused = api
         .delete_integration(wire::DeleteIntegrationRequest {
             name: "stdout".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -188,6 +197,7 @@ async fn integrations_are_created_tested_listed_persisted_and_deleted_without_sh
 
     api.delete_integration(wire::DeleteIntegrationRequest {
         name: "hook".into(),
+        ..Default::default()
     })
     .await
     .unwrap();

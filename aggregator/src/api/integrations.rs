@@ -6,7 +6,12 @@
 //! its name, sources, filters and sink type only, and errors quote no sink settings.
 //! Authorization as for the Operator service (`auth::Caller`): viewers list, admins
 //! change and test, a tenant's token sees and changes only its tenant's integrations.
+//! Names are per tenant (`dispatch::route_key`), so a name taken by another tenant is
+//! no answer's business. Sinks created here may not reach the aggregator's own network
+//! (loopback, link-local, private addresses) unless the operator's `[api]` config allows
+//! it, and a tenant's test of a sink learns the outcome's class, not the answer.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use proto::v1 as wire;
@@ -14,37 +19,84 @@ use serde_json::{Value, json};
 use tonic::{Request, Response, Status};
 
 use crate::auth::{self, Caller};
-use crate::config::IntegrationConfig;
+use crate::config::{ApiConfig, IntegrationConfig};
 use crate::delivery::now_ms;
-use crate::dispatch::{Dispatch, Filter, RouteError};
+use crate::dispatch::{Dispatch, Filter, Listed, RouteError, route_key};
 use crate::events::{Event, Notification};
 use crate::model::{NodeKey, Severity, Timestamp};
-use crate::outbox::{Delivery, DeliveryState, Outbox};
-use crate::sink::Sink;
+use crate::outbox::{Delivery, DeliveryQuery, DeliveryState, Outbox};
+use crate::sink::{DeliveryError, Sink, SinkConfig};
 use crate::store::StoreError;
+
+/// Deliveries per answer at most (and when the request does not say).
+const MAX_DELIVERIES_PAGE: u32 = 1000;
 
 #[derive(Debug, Clone)]
 pub struct IntegrationsService {
     dispatch: Dispatch,
+    api: ApiConfig,
 }
 
 impl IntegrationsService {
-    pub fn new(dispatch: Dispatch) -> Self {
-        Self { dispatch }
+    pub fn new(dispatch: Dispatch, api: ApiConfig) -> Self {
+        Self { dispatch, api }
     }
 
-    /// The integration named `name`, if the caller may see it; another tenant's is
-    /// "not found", as if it did not exist.
+    /// The integration named `name` (of `tenant`, for a global caller who names one), if
+    /// the caller may see it; another tenant's is "not found", as if it did not exist.
     fn visible_integration(
         &self,
         caller: &Caller,
         name: &str,
-    ) -> Result<IntegrationConfig, Status> {
-        self.dispatch
+        tenant: &str,
+    ) -> Result<Listed, Status> {
+        let mut found: Vec<Listed> = self
+            .dispatch
             .integrations()
             .into_iter()
-            .find(|integration| integration.name == name && visible(caller, integration))
-            .ok_or_else(|| Status::not_found(format!("integration {name:?} does not exist")))
+            .filter(|listed| {
+                listed.config.name == name
+                    && visible(caller, listed)
+                    && (tenant.is_empty() || listed.tenant() == tenant)
+            })
+            .collect();
+        match found.len() {
+            0 => Err(Status::not_found(format!(
+                "integration {name:?} does not exist"
+            ))),
+            1 => Ok(found.remove(0)),
+            _ => Err(Status::invalid_argument(format!(
+                "integration {name:?} exists for several tenants; name the tenant"
+            ))),
+        }
+    }
+
+    /// Refuses a sink that would reach the aggregator's own network, unless the
+    /// operator allows it.
+    async fn check_destinations(&self, sink: &SinkConfig) -> Result<(), Status> {
+        if self.api.allow_private_sink_addresses {
+            return Ok(());
+        }
+        let destinations = sink
+            .destinations()
+            .map_err(|error| Status::invalid_argument(format!("sink.{error}")))?;
+        for (host, port) in destinations {
+            let addresses = tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|_| {
+                    Status::invalid_argument(format!("sink: host {host:?} does not resolve"))
+                })?;
+            for address in addresses {
+                if is_internal(address.ip()) {
+                    return Err(Status::permission_denied(format!(
+                        "sink: host {host:?} resolves to a loopback, link-local or private \
+                         address, which the aggregator's config does not allow for \
+                         integrations created through the API"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn with_outbox<T: Send + 'static>(
@@ -71,14 +123,72 @@ fn tenant_of(integration: &IntegrationConfig) -> &str {
 }
 
 /// A caller bound to a tenant sees only integrations filtered to that tenant.
-fn visible(caller: &Caller, integration: &IntegrationConfig) -> bool {
+fn visible(caller: &Caller, listed: &Listed) -> bool {
     match &caller.tenant {
         None => true,
-        Some(own) => tenant_of(integration) == own,
+        Some(own) => listed.tenant() == own,
     }
 }
 
-fn to_wire(integration: &IntegrationConfig, from_api: bool) -> wire::Integration {
+/// Addresses of the aggregator's own network, or no real destination at all: what a
+/// tenant's sink must not make the aggregator send to.
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => {
+            let [first, second, ..] = ip.octets();
+            ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_broadcast()
+                || ip.is_multicast()
+                || ip.is_documentation()
+                // 0.0.0.0/8 ("this network"), 100.64.0.0/10 (carrier-grade NAT),
+                // 240.0.0.0/4 (reserved).
+                || first == 0
+                || (first == 100 && (64..128).contains(&second))
+                || first >= 240
+        }
+        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+            Some(v4) => is_internal(IpAddr::V4(v4)),
+            None => {
+                ip.is_loopback()
+                    || ip.is_unspecified()
+                    || ip.is_multicast()
+                    || ip.is_unique_local()
+                    || ip.is_unicast_link_local()
+            }
+        },
+    }
+}
+
+/// What a tenant's caller learns of a failed test: the class of the outcome, never what
+/// the receiver answered (its body could be any internal page).
+fn classified(error: &DeliveryError) -> String {
+    let text = match error {
+        DeliveryError::Throttled { .. } => return "http 429".to_owned(),
+        DeliveryError::Transient(text) | DeliveryError::Permanent(text) => text,
+    };
+    if let Some(status) = text.split("http ").skip(1).find_map(|after| {
+        let code = after.get(..3)?;
+        code.bytes().all(|b| b.is_ascii_digit()).then_some(code)
+    }) {
+        return format!("http {status}");
+    }
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("timed out") {
+        "timeout".to_owned()
+    } else if lower.contains("refused") {
+        "connection refused".to_owned()
+    } else if lower.contains("cannot connect") {
+        "cannot connect".to_owned()
+    } else {
+        "delivery failed".to_owned()
+    }
+}
+
+fn to_wire(listed: &Listed) -> wire::Integration {
+    let (integration, from_api) = (&listed.config, listed.from_api);
     let filter = Filter::from_config(integration);
     wire::Integration {
         name: integration.name.clone(),
@@ -98,10 +208,11 @@ fn to_wire(integration: &IntegrationConfig, from_api: bool) -> wire::Integration
     }
 }
 
-fn delivery_to_wire(delivery: &Delivery) -> wire::Delivery {
+/// `name` is the integration's name (its row holds its `route_key`).
+fn delivery_to_wire(delivery: &Delivery, name: &str) -> wire::Delivery {
     wire::Delivery {
         seq: delivery.seq,
-        integration: delivery.integration.clone(),
+        integration: name.to_owned(),
         event_id: delivery.event_id.clone(),
         state: delivery.state.as_str().to_owned(),
         attempts: delivery.attempts,
@@ -186,29 +297,50 @@ impl wire::integrations_server::Integrations for IntegrationsService {
         if request.name.trim().is_empty() {
             return Err(Status::invalid_argument("name: must not be empty"));
         }
+        if request.name.contains('/') {
+            return Err(Status::invalid_argument("name: may not contain '/'"));
+        }
         let json = integration_json(&request)?;
         let integration: IntegrationConfig =
             serde_json::from_value(json.clone()).map_err(|error| invalid_settings(&error))?;
         if let Err(error) = integration.sink.build(integration.timeout) {
             return Err(Status::invalid_argument(format!("sink.{error}")));
         }
-        if self.dispatch.is_from_api(&integration.name).is_some() {
+        self.check_destinations(&integration.sink).await?;
+        // The name must be new for its tenant only: another tenant's names are not this
+        // caller's business.
+        let taken = self.dispatch.integrations().iter().any(|listed| {
+            listed.config.name == integration.name && listed.tenant() == tenant_of(&integration)
+        });
+        if taken {
             return Err(Status::already_exists(format!(
                 "integration {:?} exists already",
                 integration.name
             )));
         }
-        let name = integration.name.clone();
+        let key = route_key(&integration, true);
         let text = json.to_string();
-        self.with_outbox(move |outbox| outbox.save_integration(&name, &text, now_ms()))
-            .await?;
-        let listed = to_wire(&integration, true);
+        let listed = to_wire(&Listed {
+            key: key.clone(),
+            config: integration.clone(),
+            from_api: true,
+        });
         self.dispatch
             .add(integration)
             .map_err(|error| match error {
                 RouteError::Exists(_) => Status::already_exists(error.to_string()),
+                RouteError::Slash(_) => Status::invalid_argument(error.to_string()),
                 RouteError::Unknown(_) => Status::internal(error.to_string()),
             })?;
+        let saved = key.clone();
+        if let Err(status) = self
+            .with_outbox(move |outbox| outbox.save_integration(&saved, &text, now_ms()))
+            .await
+        {
+            // Not persisted: not created.
+            let _ = self.dispatch.remove(&key);
+            return Err(status);
+        }
         tracing::info!(integration = %listed.name, sink = %listed.sink_type, by = %caller.name, "integration created");
         Ok(Response::new(listed))
     }
@@ -222,14 +354,8 @@ impl wire::integrations_server::Integrations for IntegrationsService {
             .dispatch
             .integrations()
             .iter()
-            .filter(|integration| visible(&caller, integration))
-            .map(|integration| {
-                let from_api = self
-                    .dispatch
-                    .is_from_api(&integration.name)
-                    .unwrap_or(false);
-                to_wire(integration, from_api)
-            })
+            .filter(|listed| visible(&caller, listed))
+            .map(to_wire)
             .collect();
         Ok(Response::new(wire::ListIntegrationsResponse {
             integrations,
@@ -242,17 +368,18 @@ impl wire::integrations_server::Integrations for IntegrationsService {
     ) -> Result<Response<wire::DeleteIntegrationResponse>, Status> {
         let caller = auth::caller(&request)?;
         caller.require_admin()?;
-        let name = request.into_inner().name;
-        let integration = self.visible_integration(&caller, &name)?;
-        if self.dispatch.is_from_api(&name) != Some(true) {
+        let request = request.into_inner();
+        let name = request.name;
+        let listed = self.visible_integration(&caller, &name, &request.tenant)?;
+        if !listed.from_api {
             return Err(Status::failed_precondition(format!(
                 "integration {name:?} comes from the config file; remove it there"
             )));
         }
         self.dispatch
-            .remove(&integration.name)
+            .remove(&listed.key)
             .map_err(|error| Status::not_found(error.to_string()))?;
-        let deleted = name.clone();
+        let deleted = listed.key.clone();
         self.with_outbox(move |outbox| outbox.delete_integration(&deleted))
             .await?;
         tracing::info!(integration = %name, by = %caller.name, "integration deleted");
@@ -265,10 +392,28 @@ impl wire::integrations_server::Integrations for IntegrationsService {
     ) -> Result<Response<wire::TestIntegrationResponse>, Status> {
         let caller = auth::caller(&request)?;
         caller.require_admin()?;
-        let name = request.into_inner().name;
-        let integration = self.visible_integration(&caller, &name)?;
+        let request = request.into_inner();
+        let listed = self.visible_integration(&caller, &request.name, &request.tenant)?;
+        if listed.from_api {
+            // The name may resolve elsewhere now than when it was created.
+            self.check_destinations(&listed.config.sink).await?;
+        }
+        let integration = listed.config;
         let timeout = integration.timeout;
+        // A global (operator) caller gets the whole error; a tenant's, its class.
+        let tell = |error: &DeliveryError| {
+            if caller.tenant.is_some() {
+                classified(error)
+            } else {
+                error.to_string()
+            }
+        };
         let outcome = match integration.sink.build(timeout) {
+            Err(error) if caller.tenant.is_some() => {
+                // The settings' error can name files on the aggregator's host.
+                tracing::info!(integration = %listed.key, %error, "test: the sink cannot be built");
+                Err("invalid sink settings".to_owned())
+            }
             Err(error) => Err(format!("sink.{error}")),
             Ok(mut sink) => {
                 let envelope = test_envelope(&integration);
@@ -279,7 +424,8 @@ impl wire::integrations_server::Integrations for IntegrationsService {
                 .await
                 {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(error)) => Err(error.to_string()),
+                    Ok(Err(error)) => Err(tell(&error)),
+                    Err(_) if caller.tenant.is_some() => Err("timeout".to_owned()),
                     Err(_) => Err(format!("no answer within {timeout:?}")),
                 }
             }
@@ -312,18 +458,61 @@ impl wire::integrations_server::Integrations for IntegrationsService {
                 }
             });
         }
-        let integration = request.integration.clone();
-        let limit = request.limit;
-        let deliveries = self
-            .with_outbox(move |outbox| outbox.list(&integration, &states, limit))
-            .await?;
-        let deliveries = deliveries
+        let listed = self.dispatch.integrations();
+        // A name stands for the caller's integrations of that name (a global caller's:
+        // every tenant's); rows name their integration's key.
+        let integrations = (!request.integration.is_empty()).then(|| {
+            listed
+                .iter()
+                .filter(|l| l.config.name == request.integration && visible(&caller, l))
+                .map(|l| l.key.clone())
+                .collect::<Vec<_>>()
+        });
+        let after_seq = if request.page_token.is_empty() {
+            0
+        } else {
+            request
+                .page_token
+                .parse::<i64>()
+                .map_err(|_| Status::invalid_argument("page_token: not one this server gave"))?
+        };
+        let page_size = match (request.page_size, request.limit) {
+            (0, 0) => MAX_DELIVERIES_PAGE,
+            (0, limit) => limit.min(MAX_DELIVERIES_PAGE),
+            (page_size, _) => page_size.min(MAX_DELIVERIES_PAGE),
+        };
+        // The tenant filter goes into the query, before its limit: a tenant's page
+        // holds its own deliveries, however many other tenants' come first.
+        let query = DeliveryQuery {
+            integrations,
+            tenant: caller.tenant.clone(),
+            states,
+            after_seq,
+            limit: page_size,
+        };
+        let deliveries = self.with_outbox(move |outbox| outbox.list(&query)).await?;
+        let name_of = |key: &str| {
+            listed
+                .iter()
+                .find(|l| l.key == key)
+                .map_or_else(|| key.to_owned(), |l| l.config.name.clone())
+        };
+        let wire_deliveries: Vec<wire::Delivery> = deliveries
             .iter()
-            .filter(|delivery| {
-                caller.sees(delivery.envelope["tenant"].as_str().unwrap_or_default())
-            })
-            .map(delivery_to_wire)
+            .map(|delivery| delivery_to_wire(delivery, &name_of(&delivery.integration)))
             .collect();
-        Ok(Response::new(wire::ListDeliveriesResponse { deliveries }))
+        let (deliveries, more) = super::page_by_bytes(wire_deliveries);
+        let next_page_token = if more || deliveries.len() == page_size as usize {
+            deliveries
+                .last()
+                .map(|delivery| delivery.seq.to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(wire::ListDeliveriesResponse {
+            deliveries,
+            next_page_token,
+        }))
     }
 }

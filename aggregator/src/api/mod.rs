@@ -7,6 +7,11 @@
 //! Every call starts from its `auth::Caller` (attached by the `auth::OperatorAuth`
 //! interceptor): a tenant's token is answered from its tenant only, whatever the request
 //! asks, and only admins publish.
+//!
+//! Lists are paged (`page_size`, `page_token`): an answer holds at most `MAX_PAGE` items
+//! and about `PAGE_BYTES`, so none reaches the gRPC message limit however large the
+//! items (a node's labels) or their number. Page tokens are opaque to clients: the hex
+//! of the last item's sort key.
 
 pub mod integrations;
 
@@ -57,6 +62,54 @@ impl OperatorService {
 /// Events buffered towards one watcher.
 const WATCHER_BUFFER: usize = 256;
 
+/// Items per page at most, and when the request does not say.
+const MAX_PAGE: u32 = 1000;
+/// An answer's encoded size at most (beyond its first item): half of the 4 MiB that
+/// gRPC clients accept by default.
+const PAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// The page size a request asks for: `page_size`, else the older `limit`, else the
+/// default; never above `MAX_PAGE`.
+fn page_size(page_size: u32, limit: u32) -> u32 {
+    match (page_size, limit) {
+        (0, 0) => MAX_PAGE,
+        (0, limit) => limit.min(MAX_PAGE),
+        (page_size, _) => page_size.min(MAX_PAGE),
+    }
+}
+
+/// The longest prefix of `items` whose encoding stays within `PAGE_BYTES` (at least one
+/// item), and whether any were left out.
+pub(crate) fn page_by_bytes<T: prost::Message>(mut items: Vec<T>) -> (Vec<T>, bool) {
+    let mut used = 0_usize;
+    for (index, item) in items.iter().enumerate() {
+        // The field's tag and length prefix: a few bytes more per item.
+        used = used.saturating_add(item.encoded_len() + 8);
+        if index > 0 && used > PAGE_BYTES {
+            items.truncate(index);
+            return (items, true);
+        }
+    }
+    (items, false)
+}
+
+/// A page token: the hex of the last item's sort key as JSON.
+fn page_token<T: serde::Serialize>(key: &T) -> String {
+    hex::encode(serde_json::to_vec(key).unwrap_or_default())
+}
+
+/// The sort key a page token names; `None` for the first page.
+fn from_page_token<T: serde::de::DeserializeOwned>(token: &str) -> Result<Option<T>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    hex::decode(token)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .map(Some)
+        .ok_or_else(|| Status::invalid_argument("page_token: not one this server gave"))
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<wire::Event, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -82,20 +135,50 @@ impl wire::operator_server::Operator for OperatorService {
         let caller = auth::caller(&request)?;
         let mut filter = request.into_inner();
         filter.tenant = tenant_filter(&caller, &filter.tenant)?;
-        let nodes = self
+        let after = from_page_token::<(String, String, String)>(&filter.page_token)?.map(
+            |(tenant, cluster, node)| NodeKey {
+                tenant,
+                cluster,
+                node,
+            },
+        );
+        let page_size = page_size(filter.page_size, 0) as usize;
+        let (nodes, last) = self
             .monitor
             .query(move |engine| {
                 let health = node_health(engine);
-                engine
+                let mut page = Vec::new();
+                let mut used = 0_usize;
+                let mut last = None;
+                let remaining = engine
                     .nodes()
+                    .filter(|node| after.as_ref().is_none_or(|after| node.key > *after))
                     .filter(|node| matches(&filter.tenant, &node.key.tenant))
-                    .filter(|node| matches(&filter.cluster, &node.key.cluster))
-                    .map(|node| node_to_wire(node, health.get(&node.key)))
-                    .collect()
+                    .filter(|node| matches(&filter.cluster, &node.key.cluster));
+                // Returning the last key sent says there is more, and where it starts.
+                for node in remaining {
+                    if page.len() == page_size {
+                        return (page, last);
+                    }
+                    let wire_node = node_to_wire(node, health.get(&node.key));
+                    used = used.saturating_add(prost::Message::encoded_len(&wire_node) + 8);
+                    if !page.is_empty() && used > PAGE_BYTES {
+                        return (page, last);
+                    }
+                    last = Some(node.key.clone());
+                    page.push(wire_node);
+                }
+                (page, None)
             })
             .await
             .map_err(monitor_status)?;
-        Ok(Response::new(wire::ListNodesResponse { nodes }))
+        let next_page_token = last.map_or_else(String::new, |key| {
+            page_token(&(key.tenant, key.cluster, key.node))
+        });
+        Ok(Response::new(wire::ListNodesResponse {
+            nodes,
+            next_page_token,
+        }))
     }
 
     async fn get_node(
@@ -137,6 +220,7 @@ impl wire::operator_server::Operator for OperatorService {
             wire::IssueState::Open => Some(IssueState::Open),
             wire::IssueState::Closed => Some(IssueState::Closed),
         };
+        let page_size = page_size(request.page_size, request.limit);
         let filter = IssueFilter {
             state,
             min_severity: severity_from_wire(request.min_severity()),
@@ -144,11 +228,22 @@ impl wire::operator_server::Operator for OperatorService {
             cluster: request.cluster,
             node: request.node,
             rule: request.rule,
-            limit: request.limit,
+            limit: page_size,
+            before: from_page_token::<(i64, String)>(&request.page_token)?,
         };
         let issues = self.store.list_issues(filter).await.map_err(store_status)?;
+        let full = issues.len() == page_size as usize;
+        let (issues, cut) = page_by_bytes(issues.iter().map(issue_to_wire).collect());
+        let next_page_token = if full || cut {
+            issues.last().map_or_else(String::new, |issue| {
+                page_token(&(issue.opened_unix_ms, &issue.id))
+            })
+        } else {
+            String::new()
+        };
         Ok(Response::new(wire::ListIssuesResponse {
-            issues: issues.iter().map(issue_to_wire).collect(),
+            issues,
+            next_page_token,
         }))
     }
 

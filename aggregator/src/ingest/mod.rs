@@ -20,6 +20,7 @@ pub use route::IngestRoute;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use proto::v1 as wire;
 use tokio_stream::{Stream, StreamExt};
@@ -46,7 +47,12 @@ pub struct IngestService {
     wire: WireLimits,
     auth: Auth,
     stop: CancellationToken,
+    /// How long a stream may take to send its Hello: until then it is unauthenticated.
+    hello_timeout: Duration,
 }
+
+/// `ConnectionsConfig::hello_timeout`'s default, for services built without a config.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl IngestService {
     pub fn new(
@@ -62,7 +68,14 @@ impl IngestService {
             wire: WireLimits::from_config(&config),
             auth,
             stop,
+            hello_timeout: HELLO_TIMEOUT,
         }
+    }
+
+    /// A stream that sends no Hello within `timeout` ends with DEADLINE_EXCEEDED.
+    pub fn with_hello_timeout(mut self, timeout: Duration) -> Self {
+        self.hello_timeout = timeout;
+        self
     }
 
     /// What the codec counts before decoding (`IngestRoute`).
@@ -83,7 +96,14 @@ impl IngestService {
         };
         let metadata = request.metadata().clone();
         let mut inbound: InboundStream = Box::pin(request.into_inner());
-        let first = inbound.next().await.transpose().map_err(inbound_error)?;
+        let first = tokio::time::timeout(self.hello_timeout, inbound.next())
+            .await
+            .map_err(|_| {
+                tracing::info!(?peer, "agent stream sent no hello in time");
+                Status::deadline_exceeded(format!("no hello within {:?}", self.hello_timeout))
+            })?
+            .transpose()
+            .map_err(inbound_error)?;
         let mut hello = match first.map(Inbound::into_kind) {
             Some(Ok(Some(wire::agent_message::Kind::Hello(hello)))) => hello,
             Some(Err(Inbound::RefusedHello(why))) => return Err(Status::invalid_argument(why)),

@@ -56,6 +56,8 @@ pub async fn send(
 pub fn transport_error(what: &str, error: reqwest::Error) -> DeliveryError {
     let kind = if error.is_timeout() {
         "timed out"
+    } else if refused(&error) {
+        "connection refused"
     } else if error.is_connect() {
         "cannot connect"
     } else {
@@ -63,6 +65,22 @@ pub fn transport_error(what: &str, error: reqwest::Error) -> DeliveryError {
     };
     let error = error.without_url();
     DeliveryError::Transient(format!("{what}: {kind}: {error}"))
+}
+
+/// Whether the connection was refused (nothing listens there): the cause is an
+/// `io::Error` somewhere down the error's sources.
+fn refused(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Accepts 2xx; turns anything else into the matching `DeliveryError`.

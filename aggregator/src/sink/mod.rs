@@ -92,6 +92,70 @@ impl SinkConfig {
     }
 }
 
+impl SinkConfig {
+    /// Where a sink connects: (host, port) per endpoint its settings name. Sinks whose
+    /// endpoints are fixed public services (CloudWatch without `endpoint`) name none.
+    pub fn destinations(&self) -> Result<Vec<(String, u16)>, SinkError> {
+        let from_url = |field: &'static str, url: &str| -> Result<(String, u16), SinkError> {
+            let url = reqwest::Url::parse(url).map_err(|error| SinkError::Invalid {
+                field,
+                problem: format!("not a URL ({error})"),
+            })?;
+            let host = url.host_str().ok_or(SinkError::Invalid {
+                field,
+                problem: "the URL has no host".to_owned(),
+            })?;
+            // `Url` keeps IPv6 hosts in brackets; a resolver wants them bare.
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            Ok((host, url.port_or_known_default().unwrap_or(443)))
+        };
+        Ok(match self {
+            SinkConfig::Log => Vec::new(),
+            SinkConfig::Webhook(config) => {
+                let url = secret::require("url", config.url.as_ref(), config.url_file.as_ref())?;
+                vec![from_url("url", url.expose())?]
+            }
+            SinkConfig::Slack(config) => {
+                match secret::resolve(
+                    "webhook_url",
+                    config.webhook_url.as_ref(),
+                    config.webhook_url_file.as_deref(),
+                )? {
+                    Some(url) => vec![from_url("webhook_url", url.expose())?],
+                    None => vec![from_url("api_url", &config.api_url)?],
+                }
+            }
+            SinkConfig::Opsgenie(config) => vec![from_url("base_url", &config.base_url)?],
+            SinkConfig::Kafka(config) => config
+                .brokers
+                .split(',')
+                .map(str::trim)
+                .filter(|broker| !broker.is_empty())
+                .map(|broker| match broker.rsplit_once(':') {
+                    Some((host, port)) => (
+                        host.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .to_owned(),
+                        port.parse().unwrap_or(9092),
+                    ),
+                    None => (broker.to_owned(), 9092),
+                })
+                .collect(),
+            SinkConfig::CloudwatchLogs(config) => match &config.endpoint {
+                Some(endpoint) => vec![from_url("endpoint", endpoint)?],
+                None => Vec::new(),
+            },
+            SinkConfig::CloudwatchMetrics(config) => match &config.endpoint {
+                Some(endpoint) => vec![from_url("endpoint", endpoint)?],
+                None => Vec::new(),
+            },
+        })
+    }
+}
+
 /// A sink could not be built from its config.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

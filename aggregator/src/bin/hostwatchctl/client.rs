@@ -139,6 +139,12 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     innermost.to_string()
 }
 
+/// The `page_size` to ask for when `remaining` more items are wanted: 0 (the server's
+/// default page) when that is more than a page anyway.
+pub(crate) fn page_size(remaining: usize) -> u32 {
+    u32::try_from(remaining).unwrap_or(0)
+}
+
 /// Runs one unary call with the call timeout, naming it in any error.
 pub(crate) async fn call<T>(
     what: &str,

@@ -54,7 +54,28 @@ impl Operator for FakeOperator {
         request: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
         self.record(&request);
-        Err(Status::unimplemented("not in this fake"))
+        // Three pages of two nodes, the token naming the next page.
+        let page: usize = match request.get_ref().page_token.as_str() {
+            "" => 0,
+            token => token
+                .parse()
+                .map_err(|_| Status::invalid_argument("token"))?,
+        };
+        let node = |index: usize| Node {
+            identity: Some(proto::v1::NodeIdentity {
+                node: format!("n{index}"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Ok(Response::new(ListNodesResponse {
+            nodes: vec![node(2 * page), node(2 * page + 1)],
+            next_page_token: if page < 2 {
+                (page + 1).to_string()
+            } else {
+                String::new()
+            },
+        }))
     }
 
     async fn get_node(&self, request: Request<GetNodeRequest>) -> Result<Response<Node>, Status> {
@@ -169,6 +190,21 @@ async fn the_token_is_sent_as_bearer_metadata_on_every_call() {
         *authorizations.lock().unwrap(),
         [Some("Bearer s3cret".to_owned()), None]
     );
+}
+
+#[tokio::test]
+async fn nodes_are_listed_across_every_page() {
+    let (addr, authorizations) = start_fake().await;
+    let mut client = connect(&addr.to_string(), None).await.unwrap();
+    let nodes = crate::nodes::list_all(&mut client, "acme", "")
+        .await
+        .unwrap();
+    let names: Vec<&str> = nodes
+        .iter()
+        .map(|node| node.identity.as_ref().unwrap().node.as_str())
+        .collect();
+    assert_eq!(names, ["n0", "n1", "n2", "n3", "n4", "n5"]);
+    assert_eq!(authorizations.lock().unwrap().len(), 3, "one call per page");
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Endpoint;
 
-use crate::client::{CtlError, call, normalize_addr};
+use crate::client::{CtlError, call, normalize_addr, page_size};
 use crate::format::{Rows, time_cell};
 use crate::{Output, Stop, print_json, print_text};
 
@@ -28,9 +28,19 @@ pub(crate) enum IntegrationsCommand {
     /// List integrations: from the config file and created here.
     List,
     /// Delete an integration created here, with the deliveries it still owed.
-    Delete { name: String },
+    Delete {
+        name: String,
+        /// The integration's tenant, when a global token sees several of that name.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Send a test message through an integration's sink and say how it went.
-    Test { name: String },
+    Test {
+        name: String,
+        /// The integration's tenant, when a global token sees several of that name.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -250,11 +260,14 @@ pub(crate) async fn run_integrations(
                 ))?,
             }
         }
-        IntegrationsCommand::Delete { name } => {
+        IntegrationsCommand::Delete { name, tenant } => {
             let what = format!("delete integration {name}");
             call(
                 &what,
-                client.delete_integration(DeleteIntegrationRequest { name: name.clone() }),
+                client.delete_integration(DeleteIntegrationRequest {
+                    name: name.clone(),
+                    tenant: tenant.unwrap_or_default(),
+                }),
             )
             .await?;
             match output {
@@ -262,11 +275,14 @@ pub(crate) async fn run_integrations(
                 Output::Json => print_json(&json!({ "deleted": name }))?,
             }
         }
-        IntegrationsCommand::Test { name } => {
+        IntegrationsCommand::Test { name, tenant } => {
             let what = format!("test integration {name}");
             let response = call(
                 &what,
-                client.test_integration(TestIntegrationRequest { name: name.clone() }),
+                client.test_integration(TestIntegrationRequest {
+                    name: name.clone(),
+                    tenant: tenant.unwrap_or_default(),
+                }),
             )
             .await?;
             match output {
@@ -295,16 +311,30 @@ pub(crate) async fn run_deliveries(
     output: Output,
 ) -> Result<(), Stop> {
     let mut client = connect(addr, token).await?;
-    let request = ListDeliveriesRequest {
-        integration: args.integration.unwrap_or_default(),
-        states: args.state,
-        limit: args.limit.unwrap_or(0),
-    };
-    let response = call("list deliveries", client.list_deliveries(request)).await?;
+    // Every page, up to --limit in all.
+    let wanted = args.limit.map_or(usize::MAX, |limit| limit as usize);
+    let mut deliveries = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = ListDeliveriesRequest {
+            integration: args.integration.clone().unwrap_or_default(),
+            states: args.state.clone(),
+            limit: 0,
+            page_size: page_size(wanted - deliveries.len()),
+            page_token,
+        };
+        let response = call("list deliveries", client.list_deliveries(request)).await?;
+        deliveries.extend(response.deliveries);
+        page_token = response.next_page_token;
+        if page_token.is_empty() || deliveries.len() >= wanted {
+            break;
+        }
+    }
+    deliveries.truncate(wanted);
     match output {
-        Output::Table => print_text(&deliveries_table(&response.deliveries).render())?,
+        Output::Table => print_text(&deliveries_table(&deliveries).render())?,
         Output::Json => print_json(&Value::Array(
-            response.deliveries.iter().map(delivery_json).collect(),
+            deliveries.iter().map(delivery_json).collect(),
         ))?,
     }
     Ok(())

@@ -24,11 +24,11 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use proto::v1::{
     CloseIssueRequest, EventSource, GetIssueRequest, GetNodeRequest, IssueState,
-    ListClustersRequest, ListIssuesRequest, ListNodesRequest, Severity, WatchEventsRequest,
+    ListClustersRequest, ListIssuesRequest, Severity, WatchEventsRequest,
 };
 use serde_json::Value;
 
-use crate::client::{Client, CtlError, call, connect, load_token};
+use crate::client::{Client, CtlError, call, connect, load_token, page_size};
 use crate::format::now_unix_ms;
 
 #[derive(Debug, Parser)]
@@ -329,18 +329,15 @@ async fn run(cli: Cli) -> Result<(), Stop> {
             }
         }
         Command::Nodes { tenant, cluster } => {
-            let request = ListNodesRequest {
-                tenant: tenant.unwrap_or_default(),
-                cluster: cluster.unwrap_or_default(),
-            };
-            let response = call("list nodes", client.list_nodes(request)).await?;
+            let nodes = nodes::list_all(
+                &mut client,
+                &tenant.unwrap_or_default(),
+                &cluster.unwrap_or_default(),
+            )
+            .await?;
             match output {
-                Output::Table => {
-                    print_text(&nodes::table(&response.nodes, now_unix_ms()).render())?
-                }
-                Output::Json => print_json(&Value::Array(
-                    response.nodes.iter().map(nodes::json).collect(),
-                ))?,
+                Output::Table => print_text(&nodes::table(&nodes, now_unix_ms()).render())?,
+                Output::Json => print_json(&Value::Array(nodes.iter().map(nodes::json).collect()))?,
             }
         }
         Command::Node { key } => {
@@ -357,19 +354,33 @@ async fn run(cli: Cli) -> Result<(), Stop> {
             }
         }
         Command::Issues(args) => {
-            let request = ListIssuesRequest {
-                state: args.state.to_proto() as i32,
-                min_severity: min_severity(args.severity),
-                tenant: args.tenant.unwrap_or_default(),
-                cluster: args.cluster.unwrap_or_default(),
-                node: args.node.unwrap_or_default(),
-                rule: args.rule.unwrap_or_default(),
-                limit: args.limit.unwrap_or(0),
-            };
-            let response = call("list issues", client.list_issues(request)).await?;
+            // Every page, up to --limit in all (the server's default page without one).
+            let wanted = args.limit.map_or(usize::MAX, |limit| limit as usize);
+            let mut listed = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let request = ListIssuesRequest {
+                    state: args.state.to_proto() as i32,
+                    min_severity: min_severity(args.severity),
+                    tenant: args.tenant.clone().unwrap_or_default(),
+                    cluster: args.cluster.clone().unwrap_or_default(),
+                    node: args.node.clone().unwrap_or_default(),
+                    rule: args.rule.clone().unwrap_or_default(),
+                    limit: 0,
+                    page_size: page_size(wanted - listed.len()),
+                    page_token,
+                };
+                let response = call("list issues", client.list_issues(request)).await?;
+                listed.extend(response.issues);
+                page_token = response.next_page_token;
+                if page_token.is_empty() || listed.len() >= wanted {
+                    break;
+                }
+            }
+            listed.truncate(wanted);
             match output {
-                Output::Table => print_text(&issues::table(&response.issues).render())?,
-                Output::Json => print_json(&issues::list_json(&response.issues))?,
+                Output::Table => print_text(&issues::table(&listed).render())?,
+                Output::Json => print_json(&issues::list_json(&listed))?,
             }
         }
         Command::Issue(IssueArgs {

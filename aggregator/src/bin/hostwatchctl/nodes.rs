@@ -1,13 +1,40 @@
 //! `hostwatchctl nodes` (ListNodes) and `hostwatchctl node T/C/N` (GetNode): the node
 //! table, the detailed view, and their JSON.
 
-use proto::v1::{DiskUsage, GossipSample, HostSample, Node, NodeIdentity};
+use proto::v1::{DiskUsage, GossipSample, HostSample, ListNodesRequest, Node, NodeIdentity};
 use serde_json::{Map, Value, json};
+
+use crate::client::{Client, CtlError, call};
 
 use crate::format::{
     Rows, ago, bytes, cell_name, health_name, insert_time, json_number, number, percent,
     render_fields, time_cell,
 };
+
+/// Every node the filters match, page after page (an answer holds as many as fit the
+/// message limit).
+pub(crate) async fn list_all(
+    client: &mut Client,
+    tenant: &str,
+    cluster: &str,
+) -> Result<Vec<Node>, CtlError> {
+    let mut nodes = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = ListNodesRequest {
+            tenant: tenant.to_owned(),
+            cluster: cluster.to_owned(),
+            page_size: 0,
+            page_token,
+        };
+        let response = call("list nodes", client.list_nodes(request)).await?;
+        nodes.extend(response.nodes);
+        page_token = response.next_page_token;
+        if page_token.is_empty() {
+            return Ok(nodes);
+        }
+    }
+}
 
 /// Load per physical core, the seeds' "core load"; logical cores when the host reports
 /// no physical ones; `None` without cores.
