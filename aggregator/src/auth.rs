@@ -173,9 +173,7 @@ impl AuthConfig {
         for (index, token) in self.agent_tokens.iter().enumerate() {
             let field = format!("agent_tokens[{index}]");
             check_name(&field, &token.name, &mut seen, errors);
-            if token.tenant.trim().is_empty() {
-                errors.push(format!("config: auth.{field}.tenant: must not be empty"));
-            }
+            check_binding(&field, &token.tenant, token.cluster.as_deref(), errors);
             if let Err(error) = token.secret().digest(&field) {
                 errors.push(error.to_string());
             }
@@ -187,9 +185,7 @@ impl AuthConfig {
         for (index, binding) in self.agent_certs.iter().enumerate() {
             let field = format!("agent_certs[{index}]");
             check_name(&field, &binding.name, &mut seen, errors);
-            if binding.tenant.trim().is_empty() {
-                errors.push(format!("config: auth.{field}.tenant: must not be empty"));
-            }
+            check_binding(&field, &binding.tenant, binding.cluster.as_deref(), errors);
             if let Err(error) = CertPattern::of(&field, binding) {
                 errors.push(error.to_string());
             }
@@ -203,9 +199,9 @@ impl AuthConfig {
         for (index, token) in self.operator_tokens.iter().enumerate() {
             let field = format!("operator_tokens[{index}]");
             check_name(&field, &token.name, &mut seen, errors);
-            if token.tenant.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            if let Some(problem) = token.tenant.as_deref().and_then(proto::names::check) {
                 errors.push(format!(
-                    "config: auth.{field}.tenant: must not be empty (leave it out for a global token)"
+                    "config: auth.{field}.tenant: {problem} (leave it out for a global token)"
                 ));
             }
             if let Err(error) = token.secret().digest(&field) {
@@ -220,6 +216,17 @@ impl AuthConfig {
                 "config: auth.tls.require_agent_client_cert: needs client_ca_file".to_owned(),
             );
         }
+    }
+}
+
+/// The tenant (and cluster) a token or certificate binds: names the protocol allows, as an
+/// agent's Hello must carry them, or the binding could never match (or match a bad name).
+fn check_binding(field: &str, tenant: &str, cluster: Option<&str>, errors: &mut Vec<String>) {
+    if let Some(problem) = proto::names::check(tenant) {
+        errors.push(format!("config: auth.{field}.tenant: {problem}"));
+    }
+    if let Some(problem) = cluster.and_then(proto::names::check) {
+        errors.push(format!("config: auth.{field}.cluster: {problem}"));
     }
 }
 
@@ -798,6 +805,56 @@ mod tests {
         assert!(errors.iter().any(|e| e.contains("is used twice")));
         assert!(errors.iter().any(|e| e.contains("/nonexistent/token")));
         assert!(errors.iter().any(|e| e.contains("agent_tokens[0].tenant")));
+    }
+
+    #[test]
+    fn bound_tenants_and_clusters_are_names_the_protocol_allows() {
+        let digest = "0".repeat(64);
+        let text = format!(
+            r#"
+            [tls]
+            cert_file = "/c"
+            key_file = "/k"
+            client_ca_file = "/ca"
+            [[agent_tokens]]
+            name = "a"
+            tenant = ".."
+            cluster = "db/1"
+            sha256 = "{digest}"
+            [[agent_certs]]
+            name = "b"
+            tenant = "-acme"
+            cluster = ""
+            common_name = "agent-1"
+            [[operator_tokens]]
+            name = "c"
+            tenant = "."
+            role = "admin"
+            sha256 = "{digest}"
+            [[operator_tokens]]
+            name = "d"
+            tenant = "acme"
+            role = "viewer"
+            sha256 = "{digest}"
+        "#
+        );
+        let config: AuthConfig = toml::from_str(&text).unwrap();
+        let mut errors = Vec::new();
+        config.validate(&mut errors);
+        assert_eq!(
+            errors,
+            [
+                "config: auth.agent_tokens[0].tenant: \"..\" starts with '.'; a name starts \
+                 with a letter, a digit or '_'",
+                "config: auth.agent_tokens[0].cluster: \"db/1\" contains '/'; only letters, \
+                 digits, '.', '_' and '-' are allowed",
+                "config: auth.agent_certs[0].tenant: \"-acme\" starts with '-'; a name starts \
+                 with a letter, a digit or '_'",
+                "config: auth.agent_certs[0].cluster: must not be empty",
+                "config: auth.operator_tokens[0].tenant: \".\" starts with '.'; a name starts \
+                 with a letter, a digit or '_' (leave it out for a global token)",
+            ]
+        );
     }
 
     #[test]

@@ -143,6 +143,12 @@ impl AggregatorConfig {
                     integration.name
                 ));
             }
+            errors.extend(
+                integration
+                    .name_errors()
+                    .into_iter()
+                    .map(|error| format!("config: integrations[{index}].{error}")),
+            );
             if integration.backoff_min.is_zero()
                 || integration.backoff_min > integration.backoff_max
             {
@@ -381,6 +387,27 @@ pub struct IntegrationConfig {
     pub backoff_max: Duration,
 }
 
+impl IntegrationConfig {
+    /// What is wrong with the tenant and cluster names it filters on, each naming its
+    /// field (`tenant: …`, `clusters[1]: …`): a filter that names no possible tenant or
+    /// cluster would silently route nothing. The config and the Integrations API both ask.
+    pub fn name_errors(&self) -> Vec<String> {
+        let tenant = self
+            .tenant
+            .as_deref()
+            .and_then(proto::names::check)
+            .map(|problem| format!("tenant: {problem}"));
+        let clusters = self
+            .clusters
+            .iter()
+            .enumerate()
+            .filter_map(|(index, cluster)| {
+                proto::names::check(cluster).map(|problem| format!("clusters[{index}]: {problem}"))
+            });
+        tenant.into_iter().chain(clusters).collect()
+    }
+}
+
 fn default_delivery_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -536,6 +563,36 @@ mod tests {
             errors
                 .iter()
                 .any(|e| e.contains("ingest.max_message_bytes"))
+        );
+    }
+
+    #[test]
+    fn integration_tenant_and_cluster_filters_are_names() {
+        let text = r#"
+            [[integrations]]
+            name = "a"
+            tenant = ".."
+            clusters = ["db", "", "a b"]
+            sink = { type = "log" }
+            [[integrations]]
+            name = "b"
+            tenant = "acme"
+            clusters = ["db"]
+            sink = { type = "log" }
+        "#;
+        let errors = AggregatorConfig::parse(text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "config: integrations[0].tenant: \"..\" starts with '.'; a name starts with a \
+                 letter, a digit or '_'",
+                "config: integrations[0].clusters[1]: must not be empty",
+                "config: integrations[0].clusters[2]: \"a b\" contains ' '; only letters, \
+                 digits, '.', '_' and '-' are allowed",
+            ]
         );
     }
 

@@ -289,6 +289,50 @@ async fn integration_names_are_per_tenant() {
     running.stop().await;
 }
 
+/// A tenant or cluster no agent could have (`..`) is INVALID_ARGUMENT naming the field:
+/// an integration filtered on it is not created, and no lookup answers "not found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_that_cannot_exist_are_invalid_arguments() {
+    let receiver = Receiver::start().await;
+    let running = Running::start(&config(true)).await;
+    let mut acme = client(&running, Some(ACME_ADMIN)).await;
+    let refused = |field: &str, result: Result<(), tonic::Status>| {
+        let status = result.expect_err(field);
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(
+            status.message().starts_with(&format!("{field}: \"..\"")),
+            "{field}: {status:?}"
+        );
+    };
+    let url = receiver.url("/hook");
+    let result = acme.create_integration(create("bad", "..", &url)).await;
+    refused("tenant", result.map(drop));
+    let mut bad_cluster = create("bad", "", &url);
+    bad_cluster.clusters = vec!["db".into(), "..".into()];
+    let result = acme.create_integration(bad_cluster).await;
+    refused("clusters[1]", result.map(drop));
+    assert!(names(&mut acme).await.is_empty());
+    acme.create_integration(create("good", "", &url))
+        .await
+        .unwrap();
+    let result = acme
+        .delete_integration(wire::DeleteIntegrationRequest {
+            name: "good".into(),
+            tenant: "..".into(),
+        })
+        .await;
+    refused("tenant", result.map(drop));
+    let result = acme
+        .test_integration(wire::TestIntegrationRequest {
+            name: "good".into(),
+            tenant: "..".into(),
+        })
+        .await;
+    refused("tenant", result.map(drop));
+    assert_eq!(names(&mut acme).await, ["good@acme"]);
+    running.stop().await;
+}
+
 /// Issue 16: `TestIntegration` returned the status and first 200 characters of any
 /// endpoint the aggregator could reach to a tenant admin. API sinks may not reach
 /// internal addresses unless the operator allows it, and a tenant learns only the

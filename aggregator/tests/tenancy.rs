@@ -530,6 +530,84 @@ async fn viewers_may_not_publish_and_admins_only_for_their_tenant() {
     running.stop().await;
 }
 
+/// A tenant, cluster or node name that no agent could have (`..`) is INVALID_ARGUMENT
+/// naming the field, in a filter as in a notification: never "nothing found", never stored.
+#[tokio::test]
+async fn names_that_cannot_exist_are_invalid_arguments_on_every_call() {
+    let running = Running::start().await;
+    let mut viewer = operator(&running, Some(GLOBAL_VIEWER)).await;
+    let mut admin = operator(&running, Some(ACME_ADMIN)).await;
+    let refused = |field: &str, result: Result<(), tonic::Status>| {
+        let status = result.expect_err(field);
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(
+            status.message().starts_with(&format!("{field}: \"..\"")),
+            "{field}: {status:?}"
+        );
+    };
+    for field in ["tenant", "cluster", "node"] {
+        let bad = |wanted: &str| if wanted == field { ".." } else { "" }.to_owned();
+        if field != "node" {
+            let nodes = wire::ListNodesRequest {
+                tenant: bad("tenant"),
+                cluster: bad("cluster"),
+                ..Default::default()
+            };
+            refused(field, viewer.list_nodes(nodes).await.map(drop));
+            let watch = wire::WatchEventsRequest {
+                tenant: bad("tenant"),
+                cluster: bad("cluster"),
+                ..Default::default()
+            };
+            refused(field, viewer.watch_events(watch).await.map(drop));
+        }
+        let issues = wire::ListIssuesRequest {
+            tenant: bad("tenant"),
+            cluster: bad("cluster"),
+            node: bad("node"),
+            ..Default::default()
+        };
+        refused(field, viewer.list_issues(issues).await.map(drop));
+        let node = wire::GetNodeRequest {
+            tenant: bad("tenant"),
+            cluster: bad("cluster"),
+            node: bad("node"),
+        };
+        refused(field, viewer.get_node(node).await.map(drop));
+        let mut published = notification("acme", "db", "bad name");
+        match field {
+            "tenant" => published.tenant = "..".into(),
+            "cluster" => published.cluster = "..".into(),
+            _ => published.node = "..".into(),
+        }
+        refused(field, admin.publish_notification(published).await.map(drop));
+    }
+    let clusters = wire::ListClustersRequest {
+        tenant: "..".into(),
+    };
+    refused("tenant", viewer.list_clusters(clusters).await.map(drop));
+    // Nothing was published: acme's first notification is the marker.
+    let mut stream = admin
+        .watch_events(wire::WatchEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    admin
+        .publish_notification(notification("acme", "db", "marker"))
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Some(wire::event::Payload::Notification(first)) = event.payload else {
+        panic!("a notification");
+    };
+    assert_eq!(first.title, "marker");
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn operators_without_a_known_token_are_unauthenticated() {
     let running = Running::start().await;

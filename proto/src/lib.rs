@@ -16,7 +16,8 @@ pub mod v1 {
 }
 
 /// The names `NodeIdentity` allows for a tenant, a cluster and a node: the agent checks its
-/// config with this, the aggregator every Hello and every name an operator filters by.
+/// config with this; the aggregator every Hello, the names its config binds or filters on,
+/// and every name an API call filters by or publishes to.
 /// Names become parts of keys, log fields, Kafka topics (`health-<tenant>`) and paths, so
 /// the rule is narrow: 1 to 128 ASCII letters, digits, `.`, `_` and `-`, starting with a
 /// letter, a digit or `_` (never `.`, `..`, a hidden name, nor something read as a flag).

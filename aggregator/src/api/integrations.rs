@@ -18,6 +18,7 @@ use proto::v1 as wire;
 use serde_json::{Value, json};
 use tonic::{Request, Response, Status};
 
+use super::check_name;
 use crate::auth::{self, Caller};
 use crate::config::{ApiConfig, IntegrationConfig};
 use crate::delivery::now_ms;
@@ -288,6 +289,7 @@ impl wire::integrations_server::Integrations for IntegrationsService {
         let caller = auth::caller(&request)?;
         caller.require_admin()?;
         let mut request = request.into_inner();
+        check_name("tenant", &request.tenant)?;
         if let Some(own) = &caller.tenant {
             if request.tenant.is_empty() {
                 request.tenant = own.clone();
@@ -303,6 +305,9 @@ impl wire::integrations_server::Integrations for IntegrationsService {
         let json = integration_json(&request)?;
         let integration: IntegrationConfig =
             serde_json::from_value(json.clone()).map_err(|error| invalid_settings(&error))?;
+        if let Some(error) = integration.name_errors().into_iter().next() {
+            return Err(Status::invalid_argument(error));
+        }
         if let Err(error) = integration.sink.build(integration.timeout) {
             return Err(Status::invalid_argument(format!("sink.{error}")));
         }
@@ -370,6 +375,7 @@ impl wire::integrations_server::Integrations for IntegrationsService {
         caller.require_admin()?;
         let request = request.into_inner();
         let name = request.name;
+        check_name("tenant", &request.tenant)?;
         let listed = self.visible_integration(&caller, &name, &request.tenant)?;
         if !listed.from_api {
             return Err(Status::failed_precondition(format!(
@@ -393,6 +399,7 @@ impl wire::integrations_server::Integrations for IntegrationsService {
         let caller = auth::caller(&request)?;
         caller.require_admin()?;
         let request = request.into_inner();
+        check_name("tenant", &request.tenant)?;
         let listed = self.visible_integration(&caller, &request.name, &request.tenant)?;
         if listed.from_api {
             // The name may resolve elsewhere now than when it was created.

@@ -119,7 +119,9 @@ impl wire::operator_server::Operator for OperatorService {
         request: Request<wire::ListClustersRequest>,
     ) -> Result<Response<wire::ListClustersResponse>, Status> {
         let caller = auth::caller(&request)?;
-        let tenant = tenant_filter(&caller, &request.into_inner().tenant)?;
+        let request = request.into_inner();
+        check_name("tenant", &request.tenant)?;
+        let tenant = tenant_filter(&caller, &request.tenant)?;
         let clusters = self
             .monitor
             .query(move |engine| clusters(engine, &tenant))
@@ -134,6 +136,8 @@ impl wire::operator_server::Operator for OperatorService {
     ) -> Result<Response<wire::ListNodesResponse>, Status> {
         let caller = auth::caller(&request)?;
         let mut filter = request.into_inner();
+        check_name("tenant", &filter.tenant)?;
+        check_name("cluster", &filter.cluster)?;
         filter.tenant = tenant_filter(&caller, &filter.tenant)?;
         let after = from_page_token::<(String, String, String)>(&filter.page_token)?.map(
             |(tenant, cluster, node)| NodeKey {
@@ -187,6 +191,9 @@ impl wire::operator_server::Operator for OperatorService {
     ) -> Result<Response<wire::Node>, Status> {
         let caller = auth::caller(&request)?;
         let request = request.into_inner();
+        check_name("tenant", &request.tenant)?;
+        check_name("cluster", &request.cluster)?;
+        check_name("node", &request.node)?;
         tenant_filter(&caller, &request.tenant)?;
         let key = NodeKey {
             tenant: request.tenant,
@@ -214,6 +221,9 @@ impl wire::operator_server::Operator for OperatorService {
     ) -> Result<Response<wire::ListIssuesResponse>, Status> {
         let caller = auth::caller(&request)?;
         let request = request.into_inner();
+        check_name("tenant", &request.tenant)?;
+        check_name("cluster", &request.cluster)?;
+        check_name("node", &request.node)?;
         let tenant = tenant_filter(&caller, &request.tenant)?;
         let state = match request.state() {
             wire::IssueState::Unspecified => None,
@@ -281,6 +291,8 @@ impl wire::operator_server::Operator for OperatorService {
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let caller = auth::caller(&request)?;
         let mut filter = request.into_inner();
+        check_name("tenant", &filter.tenant)?;
+        check_name("cluster", &filter.cluster)?;
         filter.tenant = tenant_filter(&caller, &filter.tenant)?;
         let sources: Vec<EventSource> = filter
             .sources()
@@ -345,6 +357,9 @@ impl wire::operator_server::Operator for OperatorService {
         let caller = auth::caller(&request)?;
         caller.require_admin()?;
         let request = request.into_inner();
+        check_name("tenant", &request.tenant)?;
+        check_name("cluster", &request.cluster)?;
+        check_name("node", &request.node)?;
         caller.require_tenant(&request.tenant)?;
         let mut missing = Vec::new();
         for (field, value) in [
@@ -459,6 +474,19 @@ fn tenant_filter(caller: &Caller, requested: &str) -> Result<String, Status> {
             caller.name
         ))
     })
+}
+
+/// INVALID_ARGUMENT when `value` is not a name the protocol allows (`proto::names`), as
+/// `tenant: ".." starts with '.'; …`. Empty passes: in a filter it means "any", and where
+/// a name is required the caller says so. Checked before anything else, so a name that
+/// cannot exist is refused as such rather than answered as "nothing found".
+fn check_name(field: &str, value: &str) -> Result<(), Status> {
+    match proto::names::check(value) {
+        Some(problem) if !value.is_empty() => {
+            Err(Status::invalid_argument(format!("{field}: {problem}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn matches(filter: &str, value: &str) -> bool {

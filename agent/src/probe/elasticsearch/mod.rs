@@ -478,4 +478,6 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

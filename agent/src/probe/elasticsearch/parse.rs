@@ -135,6 +135,12 @@ pub(super) fn data_nodes(body: &[u8]) -> Result<Vec<ElasticsearchDataNode>, Unex
                 "nodes.{id}.fs.total: no total_in_bytes or available_in_bytes"
             ));
         };
+        // More available than there is would read as an empty disk: a wrong answer.
+        if available > total {
+            return Err(format!(
+                "nodes.{id}.fs: available_in_bytes {available} is over total_in_bytes {total}"
+            ));
+        }
         nodes.push(ElasticsearchDataNode {
             id,
             name: node.name.unwrap_or_default(),
@@ -183,13 +189,15 @@ impl Settings {
         self.values.get(key).map(String::as_str)
     }
 
-    /// The effective `cluster.max_shards_per_node`.
+    /// The effective `cluster.max_shards_per_node`: at least 1, as Elasticsearch allows.
     pub(super) fn max_shards_per_node(&self) -> Result<i64, Unexpected> {
         match self.get(MAX_SHARDS_PER_NODE) {
             None => Ok(DEFAULT_MAX_SHARDS_PER_NODE),
             Some(text) => text
                 .parse()
-                .map_err(|_| format!("{MAX_SHARDS_PER_NODE}: {text:?} is not a number")),
+                .ok()
+                .filter(|max: &i64| *max >= 1)
+                .ok_or_else(|| format!("{MAX_SHARDS_PER_NODE}: {text:?} is not a number from 1")),
         }
     }
 }
@@ -279,16 +287,19 @@ pub(super) fn open_shards(body: &[u8]) -> Result<(i64, u32), Unexpected> {
             continue;
         }
         let name = index.index.as_deref().unwrap_or("?");
+        // Counts, so never negative (`-1` would lower the sum); saturating, as a huge
+        // count must not overflow.
         let number = |field: &str, value: &Option<String>| -> Result<i64, Unexpected> {
             let text = value
                 .as_deref()
                 .ok_or_else(|| format!("[{idx}] {name}: {field} is null"))?;
-            text.parse()
-                .map_err(|_| format!("[{idx}] {name}: {field}: {text:?} is not a number"))
+            text.parse::<u32>()
+                .map(i64::from)
+                .map_err(|_| format!("[{idx}] {name}: {field}: {text:?} is not a count"))
         };
         let primaries = number("pri", &index.pri)?;
         let replicas = number("rep", &index.rep)?;
-        shards = shards.saturating_add(primaries.saturating_mul(1 + replicas));
+        shards = shards.saturating_add(primaries.saturating_mul(replicas.saturating_add(1)));
         open += 1;
     }
     Ok((shards, open))
@@ -442,7 +453,17 @@ pub(super) fn audit(body: &[u8]) -> Result<AuditCounts, Unexpected> {
         .as_ref()
         .and_then(|aggregations| aggregations.get(ERRORS_AGGREGATION))
         .and_then(|aggregation| aggregation.doc_count);
+    if requests < 0 {
+        return Err(format!("hits.total: {requests} is negative"));
+    }
     let errors_5xx = match errors {
+        // The filter aggregation counts some of the hits: between none and all of them.
+        Some(errors) if !(0..=requests).contains(&errors) => {
+            return Err(format!(
+                "aggregations.{ERRORS_AGGREGATION}.doc_count: {errors} is not within 0 and \
+                 hits.total {requests}"
+            ));
+        }
         Some(errors) => errors,
         // A pattern that matches no index may answer without aggregations: nothing to count.
         None if requests == 0 => 0,
