@@ -91,7 +91,17 @@ impl NodeState {
         match reading {
             Reading::Host(_) | Reading::Log { .. } => self.host_interval(),
             Reading::Gossip(_) => self.gossip_interval(),
+            Reading::Elasticsearch(es) => self.probe_interval(es.check.probe_name()),
         }
+    }
+
+    /// The interval the node's agent announced for the probe `name`; the host interval
+    /// when it announced none.
+    fn probe_interval(&self, name: &str) -> Duration {
+        self.probes
+            .iter()
+            .find(|probe| probe.name == name && !probe.interval.is_zero())
+            .map_or_else(|| self.host_interval(), |probe| probe.interval)
     }
 
     /// Whether the node reports gossip views, so takes part in its cluster's consensus.
@@ -360,8 +370,9 @@ impl Engine {
                         new_gossip = true;
                     }
                 }
-                // Log lines are routed to sinks, not judged by rules.
-                Reading::Log { .. } => {}
+                // Log lines are routed to sinks, not judged by rules; an Elasticsearch
+                // check's result is judged above, by the rules that measure it.
+                Reading::Log { .. } | Reading::Elasticsearch(_) => {}
             }
         }
         if new_gossip {
