@@ -14,13 +14,13 @@ use crate::events::{Event, Notification};
 use crate::explain::{self, RunTrail};
 use crate::issue::{Condition, Finding, Issue, IssueBook, IssueEvent, IssueEventKind, IssueKey};
 use crate::model::{
-    GossipReading, HostReading, NodeIdentity, NodeKey, Probe, Reading, Sample, Severity, Subject,
-    Timestamp,
+    GossipReading, HostReading, NodeIdentity, NodeKey, Probe, Reading, ResourceRef, Sample,
+    Severity, Subject, Timestamp,
 };
 use crate::rules::cluster_consensus::{self, ConsensusWindow, NodeView, Observed};
 use crate::rules::node_silent;
 use crate::rules::threshold::{self, Measurement};
-use crate::rules::{Describe, Metric, RuleId, RulesConfig, Scope};
+use crate::rules::{Describe, Metric, RuleId, RulesConfig, Scope, Unlisted};
 use crate::window::ConditionWindow;
 
 /// The host interval assumed for a node whose Hello named none (the agent's default).
@@ -348,6 +348,12 @@ impl Engine {
                     };
                     let windows = windows_of(windows, cluster_windows, key, metric.scope);
                     events.extend(observe(rules, issues, windows, key, measured, moment));
+                });
+                rules.unlisted(&sample.reading, &mut |rule, unlisted| {
+                    let windows = windows_of(windows, cluster_windows, key, unlisted.scope);
+                    events.extend(observe_unlisted(
+                        rules, issues, windows, key, rule, unlisted, moment,
+                    ));
                 });
             }
             match sample.reading {
@@ -766,8 +772,52 @@ fn observe(
     Some(Event::Issue(event))
 }
 
+/// Moves the windows of the resources of `rule` a sample left out of its listing, with
+/// the value the listing says they have at most. A window the same sample moved already
+/// (a listed resource) ignores it: windows only move forward in time.
+fn observe_unlisted(
+    rules: &RulesConfig,
+    issues: &mut IssueBook,
+    windows: &mut Vec<RuleWindow>,
+    node: &NodeKey,
+    rule: RuleId,
+    unlisted: Unlisted,
+    moment: Moment,
+) -> Vec<Event> {
+    // Only resources seen over the floor once have a window: few, and a listing comes
+    // seldom (documents per shard, every 30 min), so copying their names costs nothing.
+    let names: Vec<String> = windows
+        .iter()
+        .filter(|rule_window| rule_window.rule == rule)
+        .filter_map(|rule_window| rule_window.key.subject.resource.as_ref())
+        .filter(|resource| resource.kind == unlisted.kind)
+        .map(|resource| resource.name.clone())
+        .collect();
+    names
+        .iter()
+        .filter_map(|name| {
+            let describe = |reporter: &NodeKey| (unlisted.describe)(name, reporter, unlisted.value);
+            let measured = Measured {
+                rule,
+                metric: Metric {
+                    scope: unlisted.scope,
+                    resource: Some(ResourceRef {
+                        kind: unlisted.kind,
+                        name,
+                    }),
+                    value: unlisted.value,
+                },
+                describe: &describe,
+            };
+            observe(rules, issues, windows, node, measured, moment)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod consensus_tests;
+#[cfg(test)]
+mod es_tests;
 #[cfg(test)]
 mod explain_tests;
 #[cfg(test)]

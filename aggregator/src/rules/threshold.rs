@@ -131,6 +131,8 @@ pub enum Unit {
     Ratio,
     /// A percentage, e.g. 83.2 %.
     Percent,
+    /// A whole number of things, e.g. 1800000000 documents.
+    Count,
 }
 
 impl Unit {
@@ -138,6 +140,7 @@ impl Unit {
         match self {
             Unit::Ratio => format!("{value:.2}"),
             Unit::Percent => format!("{value:.1} %"),
+            Unit::Count => format!("{value:.0}"),
         }
     }
 
@@ -146,6 +149,7 @@ impl Unit {
         match self {
             Unit::Ratio => "ratio",
             Unit::Percent => "percent",
+            Unit::Count => "count",
         }
     }
 }
