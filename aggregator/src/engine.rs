@@ -149,6 +149,9 @@ struct RuleWindow {
     /// The samples of the window's current runs, for explanations (`explain`); only
     /// while the subject breaches or has an issue open.
     trail: Option<Box<RunTrail>>,
+    /// One window per tier, for a rule whose tiers have their own `open_for`
+    /// (`threshold::timed_tiers`); empty otherwise.
+    tiers: Vec<ConditionWindow>,
 }
 
 /// `tenant / cluster`: the subject of cluster-wide rules.
@@ -730,6 +733,7 @@ fn observe(
                 },
                 window: ConditionWindow::default(),
                 trail: None,
+                tiers: Vec::new(),
             });
             windows.len() - 1
         }
@@ -738,11 +742,15 @@ fn observe(
         key: issue_key,
         window,
         trail,
+        tiers,
         ..
     } = &mut windows[index];
     let verdict = threshold::verdict(metric.value, config.threshold);
     if !window.observe(moment.time, verdict, moment.max_gap) {
         return None;
+    }
+    if threshold::timed_tiers(config) {
+        threshold::observe_tiers(tiers, config, moment.time, metric.value, moment.max_gap);
     }
     let current = issues.get(issue_key).map(|issue| issue.severity);
     // Every sample the window took, before the skip below: an explanation shows the
@@ -750,11 +758,12 @@ fn observe(
     explain::follow(trail, metric.value, window, verdict, moment.time, current);
     // Most samples of a healthy fleet conclude nothing new: skip making the words of a
     // conclusion that would be thrown away.
-    if !threshold::may_decide(window, config, current.is_some()) {
+    if !threshold::may_decide(window, tiers, config, current.is_some()) {
         return None;
     }
     let measurement = Measurement::new(issue_key.clone(), metric.value, describe(node));
-    let condition = threshold::conclude(&measurement, window, config, current, rule.remedy())?;
+    let condition =
+        threshold::conclude(&measurement, window, tiers, config, current, rule.remedy())?;
     let mut event = issues.apply(&measurement.key, condition, moment.now)?;
     let decided = explain::Decided {
         window,

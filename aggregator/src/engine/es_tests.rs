@@ -399,3 +399,141 @@ fn http_5xx_ratio_takes_no_verdict_from_no_traffic_or_a_partial_count() {
             .is_some()
     );
 }
+
+// ---- es_cluster_health ---------------------------------------------------------------
+
+fn health(status: &str) -> EsResult {
+    EsResult::Health(crate::model::EsHealth {
+        cluster_name: "logs".into(),
+        status: status.into(),
+        timed_out: false,
+        number_of_nodes: 3,
+        number_of_data_nodes: 3,
+        unassigned_shards: 2,
+    })
+}
+
+impl Cluster {
+    fn health(&mut self, secs: i64, status: &str) -> Vec<(&'static str, &'static str, Severity)> {
+        seen(&self.report("a", secs, EsCheck::Health, health(status)))
+    }
+}
+
+#[test]
+fn yellow_for_4_min_59_s_then_green_opens_nothing() {
+    let mut cluster = Cluster::new(&["a"]);
+    for secs in (0..=270).step_by(30).chain([299]) {
+        assert_eq!(cluster.health(secs, "yellow"), [], "yellow for {secs}s");
+    }
+    assert_eq!(cluster.health(300, "green"), []);
+    assert_eq!(cluster.engine.open_issues().count(), 0);
+}
+
+#[test]
+fn yellow_held_5_min_opens_a_warning_and_green_closes_it() {
+    let mut cluster = Cluster::new(&["a"]);
+    for secs in (0..300).step_by(30) {
+        assert_eq!(cluster.health(secs, "yellow"), []);
+    }
+    assert_eq!(
+        cluster.health(300, "yellow"),
+        [("opened", "es_cluster_health", Severity::Warning)]
+    );
+    let issue = cluster
+        .engine
+        .open_issues()
+        .next()
+        .expect("the health issue")
+        .clone();
+    assert_eq!(issue.key.subject, Subject::cluster("acme", "es", None));
+    assert!(
+        issue.message.starts_with(
+            "health of Elasticsearch cluster logs (acme/es) is yellow, over green for 5m"
+        ),
+        "{}",
+        issue.message
+    );
+    assert_eq!(
+        cluster.health(330, "green"),
+        [("closed", "es_cluster_health", Severity::Warning)]
+    );
+}
+
+#[test]
+fn red_for_59_s_opens_nothing_and_60_s_opens_an_error() {
+    let mut cluster = Cluster::new(&["a"]);
+    assert_eq!(cluster.health(0, "red"), []);
+    assert_eq!(cluster.health(30, "red"), []);
+    assert_eq!(cluster.health(59, "red"), [], "red for 59 s");
+    assert_eq!(
+        cluster.health(60, "red"),
+        [("opened", "es_cluster_health", Severity::Error)]
+    );
+}
+
+#[test]
+fn yellow_turning_red_escalates_one_issue_and_red_back_to_yellow_steps_down() {
+    use Severity::{Error, Warning};
+    let mut cluster = Cluster::new(&["a"]);
+    for secs in (0..300).step_by(30) {
+        cluster.health(secs, "yellow");
+    }
+    assert_eq!(
+        cluster.health(300, "yellow"),
+        [("opened", "es_cluster_health", Warning)]
+    );
+    assert_eq!(
+        cluster.health(330, "red"),
+        [],
+        "red for 0 s: still a warning"
+    );
+    assert_eq!(cluster.health(360, "red"), [], "red for 30 s");
+    assert_eq!(
+        cluster.health(390, "red"),
+        [("updated", "es_cluster_health", Error)],
+        "red held 1 min escalates the open issue"
+    );
+    assert_eq!(
+        cluster.health(420, "yellow"),
+        [("updated", "es_cluster_health", Warning)],
+        "back to yellow steps down at once"
+    );
+    assert_eq!(
+        cluster.health(450, "green"),
+        [("closed", "es_cluster_health", Warning)]
+    );
+    assert_eq!(cluster.engine.open_issues().count(), 0);
+}
+
+#[test]
+fn a_timed_out_health_answer_still_counts() {
+    let mut cluster = Cluster::new(&["a"]);
+    let EsResult::Health(mut timed_out) = health("red") else {
+        unreachable!()
+    };
+    timed_out.timed_out = true;
+    cluster.report("a", 0, EsCheck::Health, EsResult::Health(timed_out.clone()));
+    let opened = cluster.report("a", 60, EsCheck::Health, EsResult::Health(timed_out));
+    assert!(
+        issue(&opened)
+            .message
+            .contains("timed out waiting: HTTP 408"),
+        "{}",
+        issue(&opened).message
+    );
+}
+
+#[test]
+fn two_agents_reporting_red_open_one_health_issue() {
+    let mut cluster = Cluster::new(&["a", "b"]);
+    let mut report =
+        |agent, secs| seen(&cluster.report(agent, secs, EsCheck::Health, health("red")));
+    assert_eq!(report("a", 0), []);
+    assert_eq!(report("b", 30), []);
+    assert_eq!(
+        report("a", 60),
+        [("opened", "es_cluster_health", Severity::Error)]
+    );
+    assert_eq!(report("b", 61), []);
+    assert_eq!(cluster.engine.open_issues().count(), 1);
+}

@@ -23,7 +23,11 @@ impl Rule for EsDocsPerShard {
     type File = ThresholdRuleOverrides;
 
     fn defaults() -> ThresholdRuleConfig {
-        let tier = |above, severity| SeverityTier { above, severity };
+        let tier = |above, severity| SeverityTier {
+            above,
+            severity,
+            open_for: None,
+        };
         ThresholdRuleConfig {
             threshold: 1_800_000_000.0,
             tiers: vec![

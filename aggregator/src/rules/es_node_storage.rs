@@ -22,7 +22,11 @@ impl Rule for EsNodeStorage {
     type File = ThresholdRuleOverrides;
 
     fn defaults() -> ThresholdRuleConfig {
-        let tier = |above, severity| SeverityTier { above, severity };
+        let tier = |above, severity| SeverityTier {
+            above,
+            severity,
+            open_for: None,
+        };
         ThresholdRuleConfig {
             threshold: 85.0,
             tiers: vec![

@@ -14,6 +14,7 @@
 pub mod cluster_consensus;
 pub mod core_load;
 pub mod disk_usage;
+pub mod es_cluster_health;
 pub mod es_docs_per_shard;
 pub mod es_node_storage;
 pub mod http_5xx_ratio;

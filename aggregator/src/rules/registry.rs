@@ -141,6 +141,7 @@ registry! {
     disk_usage: disk_usage::DiskUsage,
     node_silent: node_silent::NodeSilent,
     cluster_consensus: cluster_consensus::ClusterConsensus,
+    es_cluster_health: es_cluster_health::EsClusterHealth,
     es_node_storage: es_node_storage::EsNodeStorage,
     es_docs_per_shard: es_docs_per_shard::EsDocsPerShard,
     http_5xx_ratio: http_5xx_ratio::Http5xxRatio,

@@ -35,6 +35,13 @@ pub struct ThresholdRuleConfig {
 pub struct SeverityTier {
     pub above: f64,
     pub severity: Severity,
+    /// How long the value must stay over `above` before the issue opens at this tier or
+    /// escalates to it; `None`: the rule's `open_for` decides, as for any tier. A tier
+    /// with its own `open_for` is a state, not a level: an open issue is at the highest
+    /// such tier the value is over now (no hysteresis), so a cluster back from red to
+    /// yellow steps down at once (see `conclude`).
+    #[serde(default, with = "humantime_serde")]
+    pub open_for: Option<Duration>,
 }
 
 impl Default for ThresholdRuleConfig {
@@ -133,6 +140,8 @@ pub enum Unit {
     Percent,
     /// A whole number of things, e.g. 1800000000 documents.
     Count,
+    /// A health status measured as 0 green, 1 yellow, 2 red.
+    Status,
 }
 
 impl Unit {
@@ -141,6 +150,9 @@ impl Unit {
             Unit::Ratio => format!("{value:.2}"),
             Unit::Percent => format!("{value:.1} %"),
             Unit::Count => format!("{value:.0}"),
+            Unit::Status if value <= 0.5 => "green".to_owned(),
+            Unit::Status if value <= 1.5 => "yellow".to_owned(),
+            Unit::Status => "red".to_owned(),
         }
     }
 
@@ -150,6 +162,7 @@ impl Unit {
             Unit::Ratio => "ratio",
             Unit::Percent => "percent",
             Unit::Count => "count",
+            Unit::Status => "status",
         }
     }
 }
@@ -193,17 +206,57 @@ impl Measurement {
     }
 }
 
+/// Whether a tier of `config` has its own `open_for`: then the engine keeps one window
+/// per tier (`observe_tiers`) and `conclude` times each tier with its own.
+pub fn timed_tiers(config: &ThresholdRuleConfig) -> bool {
+    config.tiers.iter().any(|tier| tier.open_for.is_some())
+}
+
+/// Moves the per-tier windows of a rule with timed tiers (one per tier, made on first
+/// use) with a value taken at `time`.
+pub fn observe_tiers(
+    windows: &mut Vec<ConditionWindow>,
+    config: &ThresholdRuleConfig,
+    time: crate::model::Timestamp,
+    value: f64,
+    max_gap: Duration,
+) {
+    windows.resize_with(config.tiers.len(), ConditionWindow::default);
+    for (window, tier) in windows.iter_mut().zip(&config.tiers) {
+        window.observe(time, verdict(value, tier.above), max_gap);
+    }
+}
+
 /// Whether `conclude` could change the issue book for a window that has just moved:
 /// the open condition held (opens, or may change the tier of, an issue), or the clear
 /// condition held while an issue is open (closes it). A clear with nothing open, or
 /// neither condition held, changes nothing, so no message need be made for it.
 pub fn may_decide(
     window: &ConditionWindow,
+    tier_windows: &[ConditionWindow],
     config: &ThresholdRuleConfig,
     issue_open: bool,
 ) -> bool {
+    if !tier_windows.is_empty() {
+        // Timed tiers: an open issue may change tier on any breaching sample.
+        return (issue_open && window.breach_held_for(Duration::ZERO))
+            || timed_tier(config, tier_windows).is_some()
+            || (issue_open && window.clear_held_for(config.close_for));
+    }
     window.breach_held_for(config.open_for)
         || (issue_open && window.clear_held_for(config.close_for))
+}
+
+/// The highest tier whose value has been over its `above` for its own `open_for` (the
+/// rule's when it has none).
+fn timed_tier(config: &ThresholdRuleConfig, tier_windows: &[ConditionWindow]) -> Option<usize> {
+    config
+        .tiers
+        .iter()
+        .zip(tier_windows)
+        .rposition(|(tier, window)| {
+            window.breach_held_for(tier.open_for.unwrap_or(config.open_for))
+        })
 }
 
 /// Over the threshold opens, under it clears, exactly at it does neither.
@@ -259,10 +312,17 @@ pub fn tier_severity(
 pub fn conclude(
     measurement: &Measurement,
     window: &ConditionWindow,
+    tier_windows: &[ConditionWindow],
     config: &ThresholdRuleConfig,
     current: Option<Severity>,
     remedy: &str,
 ) -> Option<Condition> {
+    if !tier_windows.is_empty()
+        && let Some(condition) =
+            conclude_timed(measurement, window, tier_windows, config, current, remedy)
+    {
+        return Some(condition);
+    }
     let unit = measurement.unit;
     let value = unit.format(measurement.value);
     let (severity, tier_threshold) = tier_severity(config, measurement.value, current);
@@ -302,6 +362,63 @@ pub fn conclude(
     } else {
         None
     }
+}
+
+/// `conclude` for a rule with timed tiers, when the value breaches: an issue opens at the
+/// highest tier held for its own `open_for`; an open one is at the highest tier held so,
+/// or else at the highest tier the value is over now that is not above its current one
+/// (it steps down at once, and escalates only once the higher tier has held). `None`
+/// when the value does not breach: the clear is judged as for any threshold rule.
+fn conclude_timed(
+    measurement: &Measurement,
+    window: &ConditionWindow,
+    tier_windows: &[ConditionWindow],
+    config: &ThresholdRuleConfig,
+    current: Option<Severity>,
+    remedy: &str,
+) -> Option<Condition> {
+    let tiers = &config.tiers;
+    let value = measurement.value;
+    let held = timed_tier(config, tier_windows);
+    let index = match current {
+        None => held?,
+        Some(_) if !window.breach_held_for(Duration::ZERO) => return None,
+        Some(severity) => {
+            let current_index = tiers.iter().position(|tier| tier.severity == severity);
+            let now_over = tiers
+                .iter()
+                .enumerate()
+                .rposition(|(index, tier)| {
+                    value > tier.above && current_index.is_some_and(|current| index <= current)
+                })
+                .unwrap_or(0);
+            held.map_or(now_over, |held| held.max(now_over))
+        }
+    };
+    let tier = tiers.get(index)?;
+    let unit = measurement.unit;
+    let span = tier.open_for.unwrap_or(config.open_for);
+    let message = format!(
+        "{} is {}, over {}{} ({}: over {}) ({})",
+        measurement.what,
+        unit.format(value),
+        unit.format(config.threshold),
+        if current.is_none() {
+            held_phrase(span)
+        } else {
+            String::new()
+        },
+        tier.severity,
+        unit.format(tier.above),
+        measurement.how
+    );
+    Some(Condition::Breach(Finding {
+        severity: tier.severity,
+        value,
+        threshold: tier.above,
+        message,
+        remedy: remedy.to_owned(),
+    }))
 }
 
 /// The `above` of the tier beneath the one with `severity`.
