@@ -541,7 +541,15 @@ async fn the_elasticsearch_rules_open_and_close_end_to_end() -> Result<()> {
     let aggregator_config = write_file(
         root.join("aggregator.toml"),
         &format!(
-            "listen = \"{addr}\"\ndata_dir = \"{}\"\n",
+            r#"listen = "{addr}"
+data_dir = "{}"
+
+# Seconds, not minutes: yellow or red held 1 s.
+[rules.es_cluster_health]
+open_for = "1s"
+tiers = [{{above = 0.5, severity = "warning", open_for = "1s"}},
+         {{above = 1.5, severity = "error", open_for = "1s"}}]
+"#,
             root.join("aggregator-data").display()
         ),
     )?;
@@ -581,11 +589,17 @@ audit = {{ index_pattern = "{AUDIT_PATTERN}", interval = "500ms" }}
         agents.push(start_agent(node, &config, &log_dir)?);
     }
 
+    let health = ("es_cluster_health", "", "");
     let storage = ("es_node_storage", "es_node", "es-data-1");
     let docs = ("es_docs_per_shard", "shard", "logs/0");
     let ratio = ("http_5xx_ratio", "service", AUDIT_PATTERN);
 
-    // Breaching: 91 % used, 2.1 billion documents in logs/0, 10 % of requests 5XX.
+    // Breaching: red (as a 408 health answer with `timed_out`, which still carries its
+    // status), 91 % used, 2.1 billion documents in logs/0, 10 % of requests 5XX.
+    es.set(
+        "/_cluster/health",
+        vec![Reply::Json(408, bodies::health_timed_out_red())],
+    );
     es.set(
         "/_nodes/stats/fs",
         vec![Reply::ok(bodies::nodes_stats(&[(
@@ -606,7 +620,12 @@ audit = {{ index_pattern = "{AUDIT_PATTERN}", interval = "500ms" }}
     );
     es.set(&audit_path, vec![Reply::ok(bodies::audit(1000, 100))]);
     let mut opened = Vec::new();
-    for (subject, severity) in [(storage, "error"), (docs, "error"), (ratio, "error")] {
+    for (subject, severity) in [
+        (health, "error"),
+        (storage, "error"),
+        (docs, "error"),
+        (ratio, "error"),
+    ] {
         let issue = eventually(&format!("an open {} issue", subject.0), || {
             es_issue(addr, subject, "open")
         })
@@ -621,13 +640,14 @@ audit = {{ index_pattern = "{AUDIT_PATTERN}", interval = "500ms" }}
     }
 
     // Back to healthy: each closes, with the issue it opened.
+    es.set("/_cluster/health", vec![Reply::ok(bodies::HEALTH_GREEN)]);
     es.set("/_nodes/stats/fs", vec![Reply::ok(healthy_storage)]);
     es.set(
         "/_stats/docs",
         vec![Reply::ok(bodies::shards_stats(&[("logs", 0, 10, 0)]))],
     );
     es.set(&audit_path, vec![Reply::ok(bodies::audit(1000, 10))]);
-    for (subject, opened) in [storage, docs, ratio].into_iter().zip(&opened) {
+    for (subject, opened) in [health, storage, docs, ratio].into_iter().zip(&opened) {
         let issue = eventually(&format!("the {} issue to close", subject.0), || {
             es_issue(addr, subject, "closed")
         })
@@ -642,7 +662,7 @@ audit = {{ index_pattern = "{AUDIT_PATTERN}", interval = "500ms" }}
 
     // Two agents ran the probe against one cluster: one issue per condition.
     let all = hostwatchctl_issues(addr).await?;
-    for subject in [storage, docs, ratio] {
+    for subject in [health, storage, docs, ratio] {
         let n_issues = all
             .iter()
             .filter(|issue| issue["rule"] == subject.0)
