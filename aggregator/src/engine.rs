@@ -152,6 +152,9 @@ struct RuleWindow {
     /// One window per tier, for a rule whose tiers have their own `open_for`
     /// (`threshold::timed_tiers`); empty otherwise.
     tiers: Vec<ConditionWindow>,
+    /// When the last sample judged was taken, for a rule with a cadence
+    /// (`threshold::due`).
+    evaluated: Option<Timestamp>,
 }
 
 /// `tenant / cluster`: the subject of cluster-wide rules.
@@ -734,6 +737,7 @@ fn observe(
                 window: ConditionWindow::default(),
                 trail: None,
                 tiers: Vec::new(),
+                evaluated: None,
             });
             windows.len() - 1
         }
@@ -743,12 +747,22 @@ fn observe(
         window,
         trail,
         tiers,
+        evaluated,
         ..
     } = &mut windows[index];
-    let verdict = threshold::verdict(metric.value, config.threshold);
+    if !threshold::due(
+        config,
+        *evaluated,
+        moment.time,
+        issues.get(issue_key).is_some(),
+    ) {
+        return None;
+    }
+    let verdict = threshold::judge(config, metric.value);
     if !window.observe(moment.time, verdict, moment.max_gap) {
         return None;
     }
+    *evaluated = Some(moment.time);
     if threshold::timed_tiers(config) {
         threshold::observe_tiers(tiers, config, moment.time, metric.value, moment.max_gap);
     }

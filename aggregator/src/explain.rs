@@ -360,23 +360,29 @@ fn threshold(
     } = decided;
     let unit = measurement.unit();
     let suffix = unit_suffix(unit);
+    // A rule that opens below its threshold (a headroom) reads the other way round.
+    let (opens, clears) = if config.below { ("<", ">") } else { (">", "<") };
     let (comparator, since, run, span) = if closing {
         (
-            "<",
+            clears,
             window.clear_since(),
             trail.map(|trail| &trail.clear),
             config.close_for,
         )
     } else {
         (
-            ">",
+            opens,
             window.breach_since(),
             trail.map(|trail| &trail.breach),
             config.open_for,
         )
     };
     let (samples, samples_elided) = run.map(SampleRun::samples).unwrap_or_default();
-    let word = if closing { "under" } else { "over" };
+    let word = if closing == config.below {
+        "over"
+    } else {
+        "under"
+    };
     Evidence {
         rule: measurement.key.rule.as_str().to_owned(),
         decided_at_ms: now.as_unix_ms(),

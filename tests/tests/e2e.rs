@@ -549,6 +549,11 @@ data_dir = "{}"
 open_for = "1s"
 tiers = [{{above = 0.5, severity = "warning", open_for = "1s"}},
          {{above = 1.5, severity = "error", open_for = "1s"}}]
+
+# Every sample judged, not one per 12 h (30 min while open).
+[rules.es_shard_headroom]
+evaluate_every = "0s"
+evaluate_every_while_open = "0s"
 "#,
             root.join("aggregator-data").display()
         ),
@@ -591,6 +596,7 @@ audit = {{ index_pattern = "{AUDIT_PATTERN}", interval = "500ms" }}
 
     let health = ("es_cluster_health", "", "");
     let storage = ("es_node_storage", "es_node", "es-data-1");
+    let headroom = ("es_shard_headroom", "", "");
     let docs = ("es_docs_per_shard", "shard", "logs/0");
     let ratio = ("http_5xx_ratio", "service", AUDIT_PATTERN);
 
@@ -619,10 +625,19 @@ audit = {{ index_pattern = "{AUDIT_PATTERN}", interval = "500ms" }}
         )]))],
     );
     es.set(&audit_path, vec![Reply::ok(bodies::audit(1000, 100))]);
+    // One non-frozen data node (of the stand-in's _cat/nodes) holds 1000 shards at most:
+    // 600 open leave 400, under 500.
+    es.set(
+        "/_cat/indices",
+        vec![Reply::ok(
+            r#"[{"index": "big", "status": "open", "pri": "600", "rep": "0"}]"#,
+        )],
+    );
     let mut opened = Vec::new();
     for (subject, severity) in [
         (health, "error"),
         (storage, "error"),
+        (headroom, "warning"),
         (docs, "error"),
         (ratio, "error"),
     ] {
@@ -647,7 +662,11 @@ audit = {{ index_pattern = "{AUDIT_PATTERN}", interval = "500ms" }}
         vec![Reply::ok(bodies::shards_stats(&[("logs", 0, 10, 0)]))],
     );
     es.set(&audit_path, vec![Reply::ok(bodies::audit(1000, 10))]);
-    for (subject, opened) in [health, storage, docs, ratio].into_iter().zip(&opened) {
+    es.set("/_cat/indices", vec![Reply::ok(bodies::CAT_INDICES)]);
+    for (subject, opened) in [health, storage, headroom, docs, ratio]
+        .into_iter()
+        .zip(&opened)
+    {
         let issue = eventually(&format!("the {} issue to close", subject.0), || {
             es_issue(addr, subject, "closed")
         })
@@ -662,7 +681,7 @@ audit = {{ index_pattern = "{AUDIT_PATTERN}", interval = "500ms" }}
 
     // Two agents ran the probe against one cluster: one issue per condition.
     let all = hostwatchctl_issues(addr).await?;
-    for subject in [health, storage, docs, ratio] {
+    for subject in [health, storage, headroom, docs, ratio] {
         let n_issues = all
             .iter()
             .filter(|issue| issue["rule"] == subject.0)

@@ -537,3 +537,73 @@ fn two_agents_reporting_red_open_one_health_issue() {
     assert_eq!(report("b", 61), []);
     assert_eq!(cluster.engine.open_issues().count(), 1);
 }
+
+// ---- es_shard_headroom ---------------------------------------------------------------
+
+/// 1000 per node × `nodes` non-frozen data nodes − `open_shards`.
+fn shards(nodes: u32, open_shards: u64) -> EsResult {
+    EsResult::Shards(crate::model::EsShards {
+        max_shards_per_node: 1000,
+        non_frozen_data_nodes: nodes,
+        open_shards,
+        open_indices: 40,
+    })
+}
+
+const HALF_HOUR: i64 = 30 * 60;
+
+#[test]
+fn es_shard_headroom_is_evaluated_every_12_h_and_every_30_min_while_open() {
+    let mut cluster = Cluster::new(&["a"]);
+    let mut report = |secs, result| seen(&cluster.report("a", secs, EsCheck::Shards, result));
+    // Judged at 0 (plenty of headroom), then not before 12 h: the agent's samples every
+    // 30 min in between, under 500 already, are not judged.
+    assert_eq!(report(0, shards(3, 1000)), []);
+    for step in 1..24 {
+        assert_eq!(
+            report(step * HALF_HOUR, shards(3, 2600)),
+            [],
+            "at {}h{}m: not judged before 12 h",
+            step / 2,
+            (step % 2) * 30
+        );
+    }
+    assert_eq!(
+        report(24 * HALF_HOUR, shards(3, 2600)),
+        [("opened", "es_shard_headroom", Severity::Warning)],
+        "judged at 12 h: 400 available, under 500"
+    );
+    // While open: judged every 30 min, so the recovery is seen at the next half hour, not
+    // 12 h later; a sample in between is not judged.
+    assert_eq!(report(24 * HALF_HOUR + 600, shards(4, 2600)), []);
+    assert_eq!(
+        report(25 * HALF_HOUR, shards(4, 2600)),
+        [("closed", "es_shard_headroom", Severity::Warning)]
+    );
+}
+
+#[test]
+fn es_shard_headroom_opens_under_500_and_says_how_it_was_counted() {
+    let mut cluster = Cluster::new(&["a"]);
+    assert_eq!(
+        seen(&cluster.report("a", 0, EsCheck::Shards, shards(2, 1500))),
+        [],
+        "500 available is not under 500"
+    );
+    let mut cluster = Cluster::new(&["a"]);
+    let opened = cluster.report("a", 0, EsCheck::Shards, shards(2, 1501));
+    let issue = issue(&opened);
+    assert_eq!(issue.key.subject, Subject::cluster("acme", "es", None));
+    assert_eq!(issue.value, 499.0);
+    assert!(
+        issue.message.contains(
+            "shard headroom of Elasticsearch cluster acme/es is 499, under 500 \
+             (max_shards_per_node 1000 × 2 non-frozen data nodes − 1501 shards of 40 open indices)"
+        ),
+        "{}",
+        issue.message
+    );
+    let explanation = issue.explanation.as_ref().expect("explained");
+    let opened = explanation.opened.as_ref().expect("why it opened");
+    assert_eq!(opened.condition.comparator, "<");
+}

@@ -17,6 +17,7 @@ pub mod disk_usage;
 pub mod es_cluster_health;
 pub mod es_docs_per_shard;
 pub mod es_node_storage;
+pub mod es_shard_headroom;
 pub mod http_5xx_ratio;
 pub mod memory_usage;
 pub mod node_silent;

@@ -143,6 +143,7 @@ registry! {
     cluster_consensus: cluster_consensus::ClusterConsensus,
     es_cluster_health: es_cluster_health::EsClusterHealth,
     es_node_storage: es_node_storage::EsNodeStorage,
+    es_shard_headroom: es_shard_headroom::EsShardHeadroom,
     es_docs_per_shard: es_docs_per_shard::EsDocsPerShard,
     http_5xx_ratio: http_5xx_ratio::Http5xxRatio,
 }

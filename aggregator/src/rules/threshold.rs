@@ -27,6 +27,15 @@ pub struct ThresholdRuleConfig {
     /// Severity tiers, lowest first; empty: one tier, `severity` over `threshold`.
     /// See `tier_severity` for how an open issue moves between them.
     pub tiers: Vec<SeverityTier>,
+    /// The condition is the value *under* the threshold (a headroom running out), and
+    /// over it clears; no tiers then.
+    pub below: bool,
+    /// A cadence: judge a sample only once this long has passed since the last judged one
+    /// (the others are ignored); zero judges every sample.
+    pub evaluate_every: Duration,
+    /// The cadence while the subject has an issue open (to see the recovery sooner);
+    /// zero judges every sample.
+    pub evaluate_every_while_open: Duration,
 }
 
 /// One severity tier: the issue has `severity` once the value is over `above`.
@@ -54,6 +63,9 @@ impl Default for ThresholdRuleConfig {
             severity: Severity::Warning,
             renotify: Duration::from_secs(3600),
             tiers: Vec::new(),
+            below: false,
+            evaluate_every: Duration::ZERO,
+            evaluate_every_while_open: Duration::ZERO,
         }
     }
 }
@@ -66,6 +78,11 @@ impl ThresholdRuleConfig {
             errors.push(format!("{field}: must be a non-negative number"));
         } else if let Some(max) = max.filter(|max| self.threshold > *max) {
             errors.push(format!("{field}: {} is over {max}", self.threshold));
+        }
+        if self.below && !self.tiers.is_empty() {
+            errors.push(format!(
+                "config: rules.{rule}.tiers: a rule that opens below its threshold has no tiers"
+            ));
         }
         if let Some(first) = self.tiers.first()
             && first.above != self.threshold
@@ -107,6 +124,11 @@ pub struct ThresholdRuleOverrides {
     #[serde(default, with = "humantime_serde")]
     renotify: Option<Duration>,
     tiers: Option<Vec<SeverityTier>>,
+    below: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    evaluate_every: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    evaluate_every_while_open: Option<Duration>,
 }
 
 impl ThresholdRuleOverrides {
@@ -127,6 +149,11 @@ impl ThresholdRuleOverrides {
             close_for: self.close_for.unwrap_or(defaults.close_for),
             severity: self.severity.unwrap_or(defaults.severity),
             renotify: self.renotify.unwrap_or(defaults.renotify),
+            below: self.below.unwrap_or(defaults.below),
+            evaluate_every: self.evaluate_every.unwrap_or(defaults.evaluate_every),
+            evaluate_every_while_open: self
+                .evaluate_every_while_open
+                .unwrap_or(defaults.evaluate_every_while_open),
         }
     }
 }
@@ -259,6 +286,32 @@ fn timed_tier(config: &ThresholdRuleConfig, tier_windows: &[ConditionWindow]) ->
         })
 }
 
+/// Whether a sample taken at `time` is judged, given when the last judged one was taken
+/// (`evaluate_every`, `evaluate_every_while_open`).
+pub fn due(
+    config: &ThresholdRuleConfig,
+    evaluated: Option<crate::model::Timestamp>,
+    time: crate::model::Timestamp,
+    issue_open: bool,
+) -> bool {
+    let every = if issue_open {
+        config.evaluate_every_while_open
+    } else {
+        config.evaluate_every
+    };
+    evaluated.is_none_or(|evaluated| time.since(evaluated) >= every)
+}
+
+/// What `value` says about the rule's condition: over the threshold opens (under it, for
+/// a rule that opens `below`).
+pub fn judge(config: &ThresholdRuleConfig, value: f64) -> Verdict {
+    if config.below {
+        verdict(-value, -config.threshold)
+    } else {
+        verdict(value, config.threshold)
+    }
+}
+
 /// Over the threshold opens, under it clears, exactly at it does neither.
 pub fn verdict(value: f64, threshold: f64) -> Verdict {
     if value > threshold {
@@ -347,15 +400,17 @@ pub fn conclude(
                 tier_below(config, severity).map_or(threshold.clone(), |above| unit.format(above))
             )
         };
+        let over = if config.below { "under" } else { "over" };
         let message = format!(
-            "{} is {value}, over {threshold}{held}{tier} ({})",
+            "{} is {value}, {over} {threshold}{held}{tier} ({})",
             measurement.what, measurement.how
         );
         Some(Condition::Breach(finding(message)))
     } else if window.clear_held_for(config.close_for) {
         let held = held_phrase(config.close_for);
+        let back = if config.below { "over" } else { "under" };
         let message = format!(
-            "{} is {value}, back under {threshold}{held}",
+            "{} is {value}, back {back} {threshold}{held}",
             measurement.what
         );
         Some(Condition::Clear(finding(message)))
