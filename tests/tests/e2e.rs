@@ -523,7 +523,7 @@ async fn the_elasticsearch_rules_open_and_close_end_to_end() -> Result<()> {
     use tests::es_stand_in::{Reply, StandInElasticsearch, bodies};
 
     let audit_path = format!("/{AUDIT_PATTERN}/_search");
-    let es = StandInElasticsearch::start(&audit_path).await?;
+    let mut es = StandInElasticsearch::start(&audit_path).await?;
     // Healthy to begin with: 50 % used, small shards, 1 % of requests 5XX.
     let healthy_storage = bodies::nodes_stats(&[("n1", "es-data-1", 1000, 500)]);
     es.set("/_nodes/stats/fs", vec![Reply::ok(healthy_storage.clone())]);
@@ -679,9 +679,35 @@ audit = {{ index_pattern = "{AUDIT_PATTERN}", interval = "500ms" }}
         eprintln!("{} closed: {issue}", subject.0);
     }
 
+    // Elasticsearch stops listening: every check is refused. es_unreachable opens (once
+    // for the cluster, whichever agent's check failed first) and closes when it answers
+    // again.
+    let unreachable = ("es_unreachable", "", "");
+    es.stop().await;
+    let issue = eventually("an open es_unreachable issue", || {
+        es_issue(addr, unreachable, "open")
+    })
+    .await?;
+    let message = issue["message"].as_str().unwrap_or_default();
+    ensure!(
+        issue["severity"] == "error" && message.contains("failed: refused"),
+        "es_unreachable opened as {issue}"
+    );
+    eprintln!("es_unreachable opened: {issue}");
+    es.resume().await?;
+    let closed = eventually("the es_unreachable issue to close", || {
+        es_issue(addr, unreachable, "closed")
+    })
+    .await?;
+    ensure!(
+        closed["id"] == issue["id"],
+        "es_unreachable closed another issue: {closed}"
+    );
+    eprintln!("es_unreachable closed: {closed}");
+
     // Two agents ran the probe against one cluster: one issue per condition.
     let all = hostwatchctl_issues(addr).await?;
-    for subject in [health, storage, headroom, docs, ratio] {
+    for subject in [health, storage, headroom, docs, ratio, unreachable] {
         let n_issues = all
             .iter()
             .filter(|issue| issue["rule"] == subject.0)

@@ -264,7 +264,11 @@ fn a_failed_check_moves_no_window() {
         .engine
         .apply_batch(&node("a"), batch, at(30))
         .unwrap();
-    assert_eq!(seen(&outcome.events), []);
+    assert_eq!(
+        seen(&outcome.events),
+        [("opened", "es_unreachable", Severity::Error)],
+        "only es_unreachable hears of the failure"
+    );
     assert!(
         cluster
             .open(RuleId::EsNodeStorage, ResourceKind::EsNode, "es-data-1")
@@ -448,7 +452,7 @@ fn yellow_held_5_min_opens_a_warning_and_green_closes_it() {
     assert_eq!(issue.key.subject, Subject::cluster("acme", "es", None));
     assert!(
         issue.message.starts_with(
-            "health of Elasticsearch cluster logs (acme/es) is yellow, over green for 5m"
+            "health of Elasticsearch cluster logs (acme/es) is yellow for 5m (status yellow"
         ),
         "{}",
         issue.message
@@ -606,4 +610,119 @@ fn es_shard_headroom_opens_under_500_and_says_how_it_was_counted() {
     let explanation = issue.explanation.as_ref().expect("explained");
     let opened = explanation.opened.as_ref().expect("why it opened");
     assert_eq!(opened.condition.comparator, "<");
+}
+
+// ---- es_unreachable ------------------------------------------------------------------
+
+fn failure(kind: &'static str, http_status: u32) -> crate::model::EsError {
+    crate::model::EsError {
+        kind,
+        path: "/_cluster/health".into(),
+        http_status,
+        es_error_type: String::new(),
+        detail: format!("{kind} talking to 127.0.0.1:9200"),
+    }
+}
+
+impl Cluster {
+    /// A check of `agent` that failed with `error`.
+    fn fail(
+        &mut self,
+        agent: &str,
+        secs: i64,
+        check: EsCheck,
+        error: crate::model::EsError,
+    ) -> Vec<Event> {
+        let seq = self.seqs.entry(agent.to_owned()).or_default();
+        *seq += 1;
+        let batch = Batch {
+            seq: *seq,
+            samples: vec![Sample {
+                time: at(secs),
+                reading: Reading::Elasticsearch(EsReading {
+                    check,
+                    url: "http://127.0.0.1:9200".into(),
+                    outcome: Err(error),
+                }),
+            }],
+            n_rejected: 0,
+            dropped_batches_total: 0,
+        };
+        self.engine
+            .apply_batch(&node(agent), batch, at(secs))
+            .unwrap()
+            .events
+    }
+}
+
+#[test]
+fn es_unreachable_opens_on_each_kind_of_failure_naming_the_cause_and_the_check() {
+    for (kind, status) in [
+        ("refused", 0),
+        ("timeout", 0),
+        ("tls", 0),
+        ("auth", 401),
+        ("auth", 403),
+        ("server", 503),
+        ("unexpected_body", 200),
+    ] {
+        let mut cluster = Cluster::new(&["a"]);
+        let opened = cluster.fail("a", 0, EsCheck::Storage, failure(kind, status));
+        assert_eq!(
+            seen(&opened),
+            [("opened", "es_unreachable", Severity::Error)],
+            "{kind} {status}"
+        );
+        let issue = issue(&opened);
+        assert_eq!(issue.key.subject, Subject::cluster("acme", "es", None));
+        assert!(
+            issue
+                .message
+                .contains(&format!("elasticsearch.storage failed: {kind}"))
+                && issue.message.contains("is unreachable"),
+            "{}",
+            issue.message
+        );
+        // The next check that answers closes it.
+        assert_eq!(
+            cluster.health(30, "green"),
+            [("closed", "es_unreachable", Severity::Error)]
+        );
+    }
+}
+
+#[test]
+fn a_red_cluster_or_a_404_is_not_unreachable() {
+    let mut cluster = Cluster::new(&["a"]);
+    for secs in [0, 30, 60] {
+        for (kind, rule, _) in cluster.health(secs, "red") {
+            assert_ne!(rule, "es_unreachable", "{kind} at {secs}s");
+        }
+    }
+    let mut cluster = Cluster::new(&["a"]);
+    assert_eq!(
+        seen(&cluster.fail("a", 0, EsCheck::Audit, failure("http", 404))),
+        []
+    );
+}
+
+#[test]
+fn an_unreachable_cluster_keeps_the_other_rules_last_verdicts() {
+    let mut cluster = Cluster::new(&["a", "b"]);
+    assert_eq!(seen(&cluster.storage("a", 0, 91.0)).len(), 1);
+    // Both agents fail to reach it: one issue for the cluster.
+    assert_eq!(
+        seen(&cluster.fail("a", 30, EsCheck::Storage, failure("timeout", 0))),
+        [("opened", "es_unreachable", Severity::Error)]
+    );
+    assert_eq!(
+        seen(&cluster.fail("b", 31, EsCheck::Storage, failure("refused", 0))),
+        []
+    );
+    assert!(
+        cluster
+            .open(RuleId::EsNodeStorage, ResourceKind::EsNode, "es-data-1")
+            .is_some()
+    );
+    assert_eq!(cluster.engine.open_issues().count(), 2);
 }

@@ -18,6 +18,7 @@ pub mod es_cluster_health;
 pub mod es_docs_per_shard;
 pub mod es_node_storage;
 pub mod es_shard_headroom;
+pub mod es_unreachable;
 pub mod http_5xx_ratio;
 pub mod memory_usage;
 pub mod node_silent;

@@ -146,6 +146,7 @@ registry! {
     es_shard_headroom: es_shard_headroom::EsShardHeadroom,
     es_docs_per_shard: es_docs_per_shard::EsDocsPerShard,
     http_5xx_ratio: http_5xx_ratio::Http5xxRatio,
+    es_unreachable: es_unreachable::EsUnreachable,
 }
 
 impl RulesConfig {

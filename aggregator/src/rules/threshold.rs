@@ -169,6 +169,8 @@ pub enum Unit {
     Count,
     /// A health status measured as 0 green, 1 yellow, 2 red.
     Status,
+    /// Whether a service answered: 0 reachable, 1 unreachable.
+    Reachability,
 }
 
 impl Unit {
@@ -180,6 +182,8 @@ impl Unit {
             Unit::Status if value <= 0.5 => "green".to_owned(),
             Unit::Status if value <= 1.5 => "yellow".to_owned(),
             Unit::Status => "red".to_owned(),
+            Unit::Reachability if value <= 0.5 => "reachable".to_owned(),
+            Unit::Reachability => "unreachable".to_owned(),
         }
     }
 
@@ -190,7 +194,14 @@ impl Unit {
             Unit::Percent => "percent",
             Unit::Count => "count",
             Unit::Status => "status",
+            Unit::Reachability => "reachability",
         }
+    }
+
+    /// Whether its values are states (a status, reachability) rather than amounts: their
+    /// messages name the state, not a comparison with a number.
+    const fn is_state(self) -> bool {
+        matches!(self, Unit::Status | Unit::Reachability)
     }
 }
 
@@ -401,18 +412,32 @@ pub fn conclude(
             )
         };
         let over = if config.below { "under" } else { "over" };
-        let message = format!(
-            "{} is {value}, {over} {threshold}{held}{tier} ({})",
-            measurement.what, measurement.how
-        );
+        let message = if unit.is_state() {
+            format!(
+                "{} is {value}{held} ({})",
+                measurement.what, measurement.how
+            )
+        } else {
+            format!(
+                "{} is {value}, {over} {threshold}{held}{tier} ({})",
+                measurement.what, measurement.how
+            )
+        };
         Some(Condition::Breach(finding(message)))
     } else if window.clear_held_for(config.close_for) {
         let held = held_phrase(config.close_for);
         let back = if config.below { "over" } else { "under" };
-        let message = format!(
-            "{} is {value}, back {back} {threshold}{held}",
-            measurement.what
-        );
+        let message = if unit.is_state() {
+            format!(
+                "{} is {value} again{held} ({})",
+                measurement.what, measurement.how
+            )
+        } else {
+            format!(
+                "{} is {value}, back {back} {threshold}{held}",
+                measurement.what
+            )
+        };
         Some(Condition::Clear(finding(message)))
     } else {
         None
@@ -453,20 +478,29 @@ fn conclude_timed(
     let tier = tiers.get(index)?;
     let unit = measurement.unit;
     let span = tier.open_for.unwrap_or(config.open_for);
-    let message = format!(
-        "{} is {}, over {}{} ({}: over {}) ({})",
-        measurement.what,
-        unit.format(value),
-        unit.format(config.threshold),
-        if current.is_none() {
-            held_phrase(span)
-        } else {
-            String::new()
-        },
-        tier.severity,
-        unit.format(tier.above),
-        measurement.how
-    );
+    let held = if current.is_none() {
+        held_phrase(span)
+    } else {
+        String::new()
+    };
+    let message = if unit.is_state() {
+        format!(
+            "{} is {}{held} ({})",
+            measurement.what,
+            unit.format(value),
+            measurement.how
+        )
+    } else {
+        format!(
+            "{} is {}, over {}{held} ({}: over {}) ({})",
+            measurement.what,
+            unit.format(value),
+            unit.format(config.threshold),
+            tier.severity,
+            unit.format(tier.above),
+            measurement.how
+        )
+    };
     Some(Condition::Breach(Finding {
         severity: tier.severity,
         value,
