@@ -750,12 +750,15 @@ fn observe(
         evaluated,
         ..
     } = &mut windows[index];
-    if !threshold::due(
-        config,
-        *evaluated,
-        moment.time,
-        issues.get(issue_key).is_some(),
-    ) {
+    // Only a rule with a cadence pays for the issue lookup (most samples are judged).
+    if threshold::has_cadence(config)
+        && !threshold::due(
+            config,
+            *evaluated,
+            moment.time,
+            issues.get(issue_key).is_some(),
+        )
+    {
         return None;
     }
     let verdict = threshold::judge(config, metric.value);

@@ -297,6 +297,11 @@ fn timed_tier(config: &ThresholdRuleConfig, tier_windows: &[ConditionWindow]) ->
         })
 }
 
+/// Whether the rule judges samples on a cadence rather than each one.
+pub fn has_cadence(config: &ThresholdRuleConfig) -> bool {
+    !config.evaluate_every.is_zero() || !config.evaluate_every_while_open.is_zero()
+}
+
 /// Whether a sample taken at `time` is judged, given when the last judged one was taken
 /// (`evaluate_every`, `evaluate_every_while_open`).
 pub fn due(
