@@ -473,6 +473,22 @@ fn red_for_59_s_opens_nothing_and_60_s_opens_an_error() {
         cluster.health(60, "red"),
         [("opened", "es_cluster_health", Severity::Error)]
     );
+    let issue = cluster
+        .engine
+        .open_issues()
+        .next()
+        .expect("the health issue");
+    let explanation = issue.explanation.as_ref().expect("explained");
+    let opened = explanation.opened.as_ref().expect("why it opened");
+    assert_eq!(
+        (
+            opened.window.open_for_ms,
+            opened.window.from_ms,
+            opened.window.to_ms
+        ),
+        (60_000, 0, 60_000),
+        "decided by red's own 1 min over the run of red samples"
+    );
 }
 
 #[test]
