@@ -14,13 +14,13 @@ use crate::events::{Event, Notification};
 use crate::explain::{self, RunTrail};
 use crate::issue::{Condition, Finding, Issue, IssueBook, IssueEvent, IssueEventKind, IssueKey};
 use crate::model::{
-    GossipReading, HostReading, NodeIdentity, NodeKey, Probe, Reading, Sample, Severity, Subject,
-    Timestamp,
+    EsCheck, GossipReading, HostReading, NodeIdentity, NodeKey, Probe, Reading, ResourceRef,
+    Sample, Severity, Subject, Timestamp,
 };
 use crate::rules::cluster_consensus::{self, ConsensusWindow, NodeView, Observed};
 use crate::rules::node_silent;
 use crate::rules::threshold::{self, Measurement};
-use crate::rules::{Describe, Metric, RuleId, RulesConfig, Scope};
+use crate::rules::{Describe, Metric, RuleId, RulesConfig, Scope, Unlisted};
 use crate::window::ConditionWindow;
 
 /// The host interval assumed for a node whose Hello named none (the agent's default).
@@ -46,6 +46,9 @@ pub struct NodeState {
     /// The newest host sample and gossip view, with the agent's time.
     pub latest_host: Option<(Timestamp, HostReading)>,
     pub latest_gossip: Option<(Timestamp, GossipReading)>,
+    /// The agent's time of the newest result of each Elasticsearch check
+    /// (by `EsCheck::index`).
+    pub latest_es: [Option<Timestamp>; EsCheck::COUNT],
     pub dropped_batches_total: u64,
     /// Samples rejected since the aggregator started.
     pub rejected_samples_total: u64,
@@ -69,6 +72,7 @@ impl NodeState {
             connections: 0,
             latest_host: None,
             latest_gossip: None,
+            latest_es: [None; EsCheck::COUNT],
             dropped_batches_total: 0,
             rejected_samples_total: 0,
             batches_applied_total: 0,
@@ -91,7 +95,17 @@ impl NodeState {
         match reading {
             Reading::Host(_) | Reading::Log { .. } => self.host_interval(),
             Reading::Gossip(_) => self.gossip_interval(),
+            Reading::Elasticsearch(es) => self.probe_interval(es.check.probe_name()),
         }
+    }
+
+    /// The interval the node's agent announced for the probe `name`; the host interval
+    /// when it announced none.
+    fn probe_interval(&self, name: &str) -> Duration {
+        self.probes
+            .iter()
+            .find(|probe| probe.name == name && !probe.interval.is_zero())
+            .map_or_else(|| self.host_interval(), |probe| probe.interval)
     }
 
     /// Whether the node reports gossip views, so takes part in its cluster's consensus.
@@ -139,6 +153,12 @@ struct RuleWindow {
     /// The samples of the window's current runs, for explanations (`explain`); only
     /// while the subject breaches or has an issue open.
     trail: Option<Box<RunTrail>>,
+    /// One window per tier, for a rule whose tiers have their own `open_for`
+    /// (`threshold::timed_tiers`); empty otherwise.
+    tiers: Vec<ConditionWindow>,
+    /// When the last sample judged was taken, for a rule with a cadence
+    /// (`threshold::due`).
+    evaluated: Option<Timestamp>,
 }
 
 /// `tenant / cluster`: the subject of cluster-wide rules.
@@ -339,6 +359,12 @@ impl Engine {
                     let windows = windows_of(windows, cluster_windows, key, metric.scope);
                     events.extend(observe(rules, issues, windows, key, measured, moment));
                 });
+                rules.unlisted(&sample.reading, &mut |rule, unlisted| {
+                    let windows = windows_of(windows, cluster_windows, key, unlisted.scope);
+                    events.extend(observe_unlisted(
+                        rules, issues, windows, key, rule, unlisted, moment,
+                    ));
+                });
             }
             match sample.reading {
                 Reading::Host(host) => {
@@ -358,6 +384,14 @@ impl Engine {
                     {
                         node.latest_gossip = Some((sample.time, gossip));
                         new_gossip = true;
+                    }
+                }
+                // An Elasticsearch check's result is judged above, by the rules that
+                // measure it; only its time is kept, for `monitor`'s order check.
+                Reading::Elasticsearch(es) => {
+                    let latest = &mut node.latest_es[es.check.index()];
+                    if latest.is_none_or(|time| time < sample.time) {
+                        *latest = Some(sample.time);
                     }
                 }
                 // Log lines are routed to sinks, not judged by rules.
@@ -713,6 +747,8 @@ fn observe(
                 },
                 window: ConditionWindow::default(),
                 trail: None,
+                tiers: Vec::new(),
+                evaluated: None,
             });
             windows.len() - 1
         }
@@ -721,11 +757,28 @@ fn observe(
         key: issue_key,
         window,
         trail,
+        tiers,
+        evaluated,
         ..
     } = &mut windows[index];
-    let verdict = threshold::verdict(metric.value, config.threshold);
+    // Only a rule with a cadence pays for the issue lookup (most samples are judged).
+    if threshold::has_cadence(config)
+        && !threshold::due(
+            config,
+            *evaluated,
+            moment.time,
+            issues.get(issue_key).is_some(),
+        )
+    {
+        return None;
+    }
+    let verdict = threshold::judge(config, metric.value);
     if !window.observe(moment.time, verdict, moment.max_gap) {
         return None;
+    }
+    *evaluated = Some(moment.time);
+    if threshold::timed_tiers(config) {
+        threshold::observe_tiers(tiers, config, moment.time, metric.value, moment.max_gap);
     }
     let current = issues.get(issue_key).map(|issue| issue.severity);
     // Every sample the window took, before the skip below: an explanation shows the
@@ -733,11 +786,12 @@ fn observe(
     explain::follow(trail, metric.value, window, verdict, moment.time, current);
     // Most samples of a healthy fleet conclude nothing new: skip making the words of a
     // conclusion that would be thrown away.
-    if !threshold::may_decide(window, config, current.is_some()) {
+    if !threshold::may_decide(window, tiers, config, current.is_some()) {
         return None;
     }
     let measurement = Measurement::new(issue_key.clone(), metric.value, describe(node));
-    let condition = threshold::conclude(&measurement, window, config, current, rule.remedy())?;
+    let condition =
+        threshold::conclude(&measurement, window, tiers, config, current, rule.remedy())?;
     let mut event = issues.apply(&measurement.key, condition, moment.now)?;
     let decided = explain::Decided {
         window,
@@ -755,8 +809,52 @@ fn observe(
     Some(Event::Issue(event))
 }
 
+/// Moves the windows of the resources of `rule` a sample left out of its listing, with
+/// the value the listing says they have at most. A window the same sample moved already
+/// (a listed resource) ignores it: windows only move forward in time.
+fn observe_unlisted(
+    rules: &RulesConfig,
+    issues: &mut IssueBook,
+    windows: &mut Vec<RuleWindow>,
+    node: &NodeKey,
+    rule: RuleId,
+    unlisted: Unlisted,
+    moment: Moment,
+) -> Vec<Event> {
+    // Only resources seen over the floor once have a window: few, and a listing comes
+    // seldom (documents per shard, every 30 min), so copying their names costs nothing.
+    let names: Vec<String> = windows
+        .iter()
+        .filter(|rule_window| rule_window.rule == rule)
+        .filter_map(|rule_window| rule_window.key.subject.resource.as_ref())
+        .filter(|resource| resource.kind == unlisted.kind)
+        .map(|resource| resource.name.clone())
+        .collect();
+    names
+        .iter()
+        .filter_map(|name| {
+            let describe = |reporter: &NodeKey| (unlisted.describe)(name, reporter, unlisted.value);
+            let measured = Measured {
+                rule,
+                metric: Metric {
+                    scope: unlisted.scope,
+                    resource: Some(ResourceRef {
+                        kind: unlisted.kind,
+                        name,
+                    }),
+                    value: unlisted.value,
+                },
+                describe: &describe,
+            };
+            observe(rules, issues, windows, node, measured, moment)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod consensus_tests;
+#[cfg(test)]
+mod es_tests;
 #[cfg(test)]
 mod explain_tests;
 #[cfg(test)]

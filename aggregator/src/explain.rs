@@ -360,23 +360,36 @@ fn threshold(
     } = decided;
     let unit = measurement.unit();
     let suffix = unit_suffix(unit);
+    // A rule that opens below its threshold (a headroom) reads the other way round.
+    let (opens, clears) = if config.below { ("<", ">") } else { (">", "<") };
+    // A tier with its own `open_for` (red held 1 min) was decided by that span.
+    let open_for = config
+        .tiers
+        .iter()
+        .find(|tier| tier.severity == severity)
+        .and_then(|tier| tier.open_for)
+        .unwrap_or(config.open_for);
     let (comparator, since, run, span) = if closing {
         (
-            "<",
+            clears,
             window.clear_since(),
             trail.map(|trail| &trail.clear),
             config.close_for,
         )
     } else {
         (
-            ">",
+            opens,
             window.breach_since(),
             trail.map(|trail| &trail.breach),
-            config.open_for,
+            open_for,
         )
     };
     let (samples, samples_elided) = run.map(SampleRun::samples).unwrap_or_default();
-    let word = if closing { "under" } else { "over" };
+    let word = if closing == config.below {
+        "over"
+    } else {
+        "under"
+    };
     Evidence {
         rule: measurement.key.rule.as_str().to_owned(),
         decided_at_ms: now.as_unix_ms(),
@@ -399,7 +412,7 @@ fn threshold(
             tier_threshold,
         },
         window: WindowSpan {
-            open_for_ms: millis(config.open_for),
+            open_for_ms: millis(open_for),
             close_for_ms: millis(config.close_for),
             from_ms: since.unwrap_or(sample_time).as_unix_ms(),
             to_ms: sample_time.as_unix_ms(),

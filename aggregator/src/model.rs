@@ -402,6 +402,149 @@ pub enum Reading {
     Host(HostReading),
     Gossip(GossipReading),
     Log { path: String, line: String },
+    Elasticsearch(EsReading),
+}
+
+/// A validated run of one check of the agent's `elasticsearch` probe (seed 001): its
+/// result, or why it failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EsReading {
+    pub check: EsCheck,
+    /// The cluster's URL as the agent reaches it, without credentials.
+    pub url: String,
+    pub outcome: Result<EsResult, EsError>,
+}
+
+/// The checks of the `elasticsearch` probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EsCheck {
+    Health,
+    Storage,
+    Shards,
+    Docs,
+    Audit,
+}
+
+impl EsCheck {
+    /// How many checks there are: the size of a table indexed by [`EsCheck::index`].
+    pub const COUNT: usize = 5;
+
+    /// This check's place in a table of `COUNT` entries.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The probe's name as the agent announces it, e.g. `elasticsearch.health`.
+    pub const fn probe_name(self) -> &'static str {
+        match self {
+            EsCheck::Health => "elasticsearch.health",
+            EsCheck::Storage => "elasticsearch.storage",
+            EsCheck::Shards => "elasticsearch.shards",
+            EsCheck::Docs => "elasticsearch.docs",
+            EsCheck::Audit => "elasticsearch.audit",
+        }
+    }
+}
+
+/// Why a check failed, as the agent classified it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EsError {
+    /// The class, e.g. `refused`, `timeout`, `tls`, `auth`, `server`, `unexpected_body`.
+    pub kind: &'static str,
+    /// The request that failed, e.g. `/_cluster/health`.
+    pub path: String,
+    /// 0 when there was no answer.
+    pub http_status: u32,
+    pub es_error_type: String,
+    pub detail: String,
+}
+
+/// A check's result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EsResult {
+    Health(EsHealth),
+    Storage(EsStorage),
+    Shards(EsShards),
+    Docs(EsDocs),
+    Audit(EsAudit),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EsHealth {
+    pub cluster_name: String,
+    /// `green`, `yellow` or `red`.
+    pub status: String,
+    /// A 408 answer: the body is still valid.
+    pub timed_out: bool,
+    pub number_of_nodes: u32,
+    pub number_of_data_nodes: u32,
+    pub unassigned_shards: u32,
+}
+
+/// Disk use of every data node, and the effective watermarks (verbatim, e.g. `85%`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EsStorage {
+    pub nodes: Vec<EsDataNode>,
+    pub watermark_low: String,
+    pub watermark_high: String,
+    pub watermark_flood_stage: String,
+}
+
+/// One data node's data path with the least available space.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EsDataNode {
+    pub id: String,
+    pub name: String,
+    pub host: String,
+    pub path: String,
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+    /// 100 − 100 × available ÷ total, in [0, 100].
+    pub used_percent: f64,
+}
+
+/// Shard headroom inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EsShards {
+    pub max_shards_per_node: u64,
+    pub non_frozen_data_nodes: u32,
+    /// Σ over open indices of primaries × (1 + replicas).
+    pub open_shards: u64,
+    pub open_indices: u32,
+}
+
+/// Primary shards with more documents than `floor`; a shard left out has at most `floor`,
+/// unless `shards_omitted` says the list was cut.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EsDocs {
+    pub floor: u64,
+    pub shards: Vec<EsShardDocs>,
+    pub primaries_counted: u32,
+    pub shards_omitted: u32,
+    pub max_docs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EsShardDocs {
+    /// `index/shard`, e.g. `logs-2026.11/0`: the `shard` resource.
+    pub name: String,
+    /// docs.count + docs.deleted.
+    pub docs: u64,
+    pub docs_count: u64,
+    pub docs_deleted: u64,
+}
+
+/// Requests and 5XX answers of the audit trail over its window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EsAudit {
+    pub index_pattern: String,
+    pub window_seconds: u32,
+    pub requests: u64,
+    pub errors_5xx: u64,
+    /// Shards that did not answer: the counts are partial.
+    pub shards_failed: u32,
+    /// The search stopped early: the counts are partial.
+    pub timed_out: bool,
 }
 
 #[cfg(test)]

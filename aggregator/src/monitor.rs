@@ -309,8 +309,8 @@ fn handle(engine: &mut Engine, command: Command, dispatch: &Dispatch) -> Option<
     }
 }
 
-/// Takes out of a new batch the host samples and gossip views not after the node's
-/// previous one of their kind, and says why. The engine would ignore them (a window moves
+/// Takes out of a new batch the host samples, gossip views and Elasticsearch check results
+/// not after the node's previous one of their kind, and says why. The engine would ignore them (a window moves
 /// only forward, the latest view stays the latest), so they are rejected as `out_of_order`
 /// instead of acknowledged as applied. Decided here, per node and sample kind, before the
 /// rules see the batch; log lines have no order to keep. A replayed seq is left whole: the
@@ -328,12 +328,16 @@ pub(crate) fn take_out_of_order(
     }
     let mut latest_host = node.latest_host.as_ref().map(|(time, _)| *time);
     let mut latest_gossip = node.latest_gossip.as_ref().map(|(time, _)| *time);
+    let mut latest_es = node.latest_es;
     let mut rejected = Vec::new();
     let mut position = 0;
     batch.samples.retain(|sample| {
         let (latest, kind) = match sample.reading {
             Reading::Host(_) => (&mut latest_host, "host sample"),
             Reading::Gossip(_) => (&mut latest_gossip, "gossip view"),
+            Reading::Elasticsearch(ref es) => {
+                (&mut latest_es[es.check.index()], es.check.probe_name())
+            }
             Reading::Log { .. } => (&mut None, ""),
         };
         let keep = match *latest {

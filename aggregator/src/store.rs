@@ -24,7 +24,7 @@ use crate::events::{Event, Notification};
 use crate::explain::Explanation;
 use crate::issue::{Issue, IssueEvent, IssueEventKind, IssueKey, IssueState, UpdateReason};
 use crate::model::{
-    NodeIdentity, NodeKey, Probe, Resource, ResourceKind, Severity, Subject, Timestamp,
+    EsCheck, NodeIdentity, NodeKey, Probe, Resource, ResourceKind, Severity, Subject, Timestamp,
 };
 use crate::rules::RuleName;
 
@@ -754,6 +754,7 @@ fn restore(connection: &Connection) -> Result<Restored, StoreError> {
             connections: 0,
             latest_host: None,
             latest_gossip: None,
+            latest_es: [None; EsCheck::COUNT],
             dropped_batches_total: unsigned(row.get(10)?),
             rejected_samples_total: 0,
             batches_applied_total: unsigned(row.get(11)?),

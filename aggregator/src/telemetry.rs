@@ -81,7 +81,7 @@ pub fn records(node: &NodeKey, samples: &[Sample]) -> Vec<(bool, Value)> {
         .filter_map(|sample| match &sample.reading {
             Reading::Log { path, line } => Some((true, log_record(node, sample.time, path, line))),
             Reading::Host(host) => Some((false, metrics_record(node, sample.time, host))),
-            Reading::Gossip(_) => None,
+            Reading::Gossip(_) | Reading::Elasticsearch(_) => None,
         })
         .collect()
 }

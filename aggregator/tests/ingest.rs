@@ -412,6 +412,75 @@ async fn a_sample_not_after_the_previous_one_is_rejected_not_silently_dropped() 
     running.stop().await;
 }
 
+/// The same for the `elasticsearch` probe: each check's results keep their own order (a
+/// health result older than the previous health result is rejected, while a storage result
+/// of that older time is not), since the rules' windows only move forward.
+#[tokio::test]
+async fn an_elasticsearch_result_not_after_the_previous_one_of_its_check_is_rejected() {
+    let running = start().await;
+    let (sender, mut inbound) = open_stream(running.channel().await, hello("n1"))
+        .await
+        .unwrap();
+    let base = host(0.1, 10.0, 1 << 30).time_unix_ms;
+    let health = |offset_ms: i64| wire::Sample {
+        time_unix_ms: base + offset_ms,
+        kind: Some(wire::sample::Kind::Elasticsearch(
+            wire::ElasticsearchSample {
+                check: wire::ElasticsearchCheck::Health as i32,
+                url: "http://127.0.0.1:9200".into(),
+                error: None,
+                result: Some(wire::elasticsearch_sample::Result::Health(
+                    wire::ElasticsearchHealth {
+                        cluster_name: "logs".into(),
+                        status: "green".into(),
+                        number_of_nodes: 3,
+                        number_of_data_nodes: 3,
+                        ..Default::default()
+                    },
+                )),
+            },
+        )),
+    };
+    let storage = |offset_ms: i64| wire::Sample {
+        time_unix_ms: base + offset_ms,
+        kind: Some(wire::sample::Kind::Elasticsearch(
+            wire::ElasticsearchSample {
+                check: wire::ElasticsearchCheck::Storage as i32,
+                url: "http://127.0.0.1:9200".into(),
+                error: None,
+                result: Some(wire::elasticsearch_sample::Result::Storage(
+                    wire::ElasticsearchStorage::default(),
+                )),
+            },
+        )),
+    };
+    sender.send(batch(1, vec![health(0)])).await.unwrap();
+    let first = next_ack(&mut inbound).await;
+    assert_eq!(first.accepted, 1, "{first:?}");
+
+    sender
+        .send(batch(2, vec![health(-1000), storage(-1000), health(1000)]))
+        .await
+        .unwrap();
+    let ack = next_ack(&mut inbound).await;
+    assert_eq!(ack.accepted, 2, "{ack:?}");
+    assert_eq!(ack.rejected.len(), 1, "{ack:?}");
+    let rejection = &ack.rejected[0];
+    assert_eq!(
+        (rejection.reason.as_str(), rejection.indices.clone()),
+        ("out_of_order", vec![0])
+    );
+    assert!(
+        rejection
+            .detail
+            .contains("is not after the node's previous elasticsearch.health"),
+        "{}",
+        rejection.detail
+    );
+    drop(sender);
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn more_memory_available_than_in_total_is_rejected() {
     let running = start().await;

@@ -970,3 +970,253 @@ async fn a_silent_connection_and_a_stream_without_hello_are_closed_at_their_dead
     aggregator.ensure_running()?;
     Ok(())
 }
+
+// ---- seed 001: the Elasticsearch rules, end to end ----------------------------------
+
+const ES_CLUSTER: &str = "es-e2e";
+const AUDIT_PATTERN: &str = "audit-e2e";
+
+/// `hostwatchctl --addr … -o json issues --state all --cluster es-e2e`, on the blocking
+/// pool so that the stand-in Elasticsearch (on this test's runtime) keeps answering.
+async fn hostwatchctl_issues(addr: SocketAddr) -> Result<Vec<serde_json::Value>> {
+    let hostwatchctl = binary("hostwatchctl")?;
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(hostwatchctl)
+            .args(["--addr", &format!("http://{addr}"), "-o", "json", "issues"])
+            .args(["--state", "all", "--cluster", ES_CLUSTER])
+            .output()
+    })
+    .await??;
+    ensure!(
+        output.status.success(),
+        "hostwatchctl issues failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .context("hostwatchctl -o json issues printed no JSON")?;
+    Ok(listed.as_array().cloned().unwrap_or_default())
+}
+
+/// The issue of `rule` on (`resource_kind`, `resource`) in state `state`, as hostwatchctl
+/// prints it.
+async fn es_issue(
+    addr: SocketAddr,
+    (rule, resource_kind, resource): (&str, &str, &str),
+    state: &str,
+) -> Result<Option<serde_json::Value>> {
+    Ok(hostwatchctl_issues(addr).await?.into_iter().find(|issue| {
+        issue["rule"] == rule
+            && issue["resource_kind"] == resource_kind
+            && issue["resource"] == resource
+            && issue["state"] == state
+            && issue["node"] == ""
+    }))
+}
+
+/// A real agent runs the `elasticsearch` probe against the stand-in Elasticsearch and
+/// streams to the real aggregator: each Elasticsearch rule's issue opens when the stand-in
+/// starts answering the condition and closes when it stops, as `hostwatchctl issues -o
+/// json` shows it, once per cluster although two agents of the cluster run the probe.
+#[tokio::test]
+async fn the_elasticsearch_rules_open_and_close_end_to_end() -> Result<()> {
+    use tests::es_stand_in::{Reply, StandInElasticsearch, bodies};
+
+    let audit_path = format!("/{AUDIT_PATTERN}/_search");
+    let mut es = StandInElasticsearch::start(&audit_path).await?;
+    // Healthy to begin with: 50 % used, small shards, 1 % of requests 5XX.
+    let healthy_storage = bodies::nodes_stats(&[("n1", "es-data-1", 1000, 500)]);
+    es.set("/_nodes/stats/fs", vec![Reply::ok(healthy_storage.clone())]);
+    es.set(
+        "/_stats/docs",
+        vec![Reply::ok(bodies::shards_stats(&[("logs", 0, 10, 0)]))],
+    );
+    es.set(&audit_path, vec![Reply::ok(bodies::audit(1000, 10))]);
+
+    let dir = tests::temp_dir("hostwatch-e2e-es")?;
+    let root = dir.path();
+    let addr = free_addr()?;
+    let log_dir = root.join("logs");
+    std::fs::create_dir_all(&log_dir)?;
+    let aggregator_config = write_file(
+        root.join("aggregator.toml"),
+        &format!(
+            r#"listen = "{addr}"
+data_dir = "{}"
+
+# Seconds, not minutes: yellow or red held 1 s.
+[rules.es_cluster_health]
+open_for = "1s"
+tiers = [{{above = 0.5, severity = "warning", open_for = "1s"}},
+         {{above = 1.5, severity = "error", open_for = "1s"}}]
+
+# Every sample judged, not one per 12 h (30 min while open).
+[rules.es_shard_headroom]
+evaluate_every = "0s"
+evaluate_every_while_open = "0s"
+"#,
+            root.join("aggregator-data").display()
+        ),
+    )?;
+    let agent_config = |node: &str| {
+        format!(
+            r#"state_dir = "{state_dir}"
+
+[identity]
+tenant = "{TENANT}"
+cluster = "{ES_CLUSTER}"
+node = "{node}"
+
+[aggregator]
+url = "http://{addr}"
+
+[host]
+interval = "1s"
+
+[elasticsearch]
+url = "{url}"
+timeout = "2s"
+health = {{ interval = "500ms" }}
+storage = {{ interval = "500ms" }}
+shards = {{ interval = "500ms" }}
+docs = {{ interval = "500ms" }}
+audit = {{ index_pattern = "{AUDIT_PATTERN}", interval = "500ms" }}
+"#,
+            state_dir = root.join(format!("{node}-state")).display(),
+            url = es.url(),
+        )
+    };
+    let _aggregator = start_aggregator("aggregator", &aggregator_config, &log_dir)?;
+    wait_for_port(addr, tests::TIMEOUT).await?;
+    let mut agents = Vec::new();
+    for node in [NODE_A, NODE_B] {
+        let config = write_file(root.join(format!("{node}.toml")), &agent_config(node))?;
+        agents.push(start_agent(node, &config, &log_dir)?);
+    }
+
+    let health = ("es_cluster_health", "", "");
+    let storage = ("es_node_storage", "es_node", "es-data-1");
+    let headroom = ("es_shard_headroom", "", "");
+    let docs = ("es_docs_per_shard", "shard", "logs/0");
+    let ratio = ("http_5xx_ratio", "service", AUDIT_PATTERN);
+
+    // Breaching: red (as a 408 health answer with `timed_out`, which still carries its
+    // status), 91 % used, 2.1 billion documents in logs/0, 10 % of requests 5XX.
+    es.set(
+        "/_cluster/health",
+        vec![Reply::Json(408, bodies::health_timed_out_red())],
+    );
+    es.set(
+        "/_nodes/stats/fs",
+        vec![Reply::ok(bodies::nodes_stats(&[(
+            "n1",
+            "es-data-1",
+            1000,
+            90,
+        )]))],
+    );
+    es.set(
+        "/_stats/docs",
+        vec![Reply::ok(bodies::shards_stats(&[(
+            "logs",
+            0,
+            1_900_000_000,
+            200_000_000,
+        )]))],
+    );
+    es.set(&audit_path, vec![Reply::ok(bodies::audit(1000, 100))]);
+    // One non-frozen data node (of the stand-in's _cat/nodes) holds 1000 shards at most:
+    // 600 open leave 400, under 500.
+    es.set(
+        "/_cat/indices",
+        vec![Reply::ok(
+            r#"[{"index": "big", "status": "open", "pri": "600", "rep": "0"}]"#,
+        )],
+    );
+    let mut opened = Vec::new();
+    for (subject, severity) in [
+        (health, "error"),
+        (storage, "error"),
+        (headroom, "warning"),
+        (docs, "error"),
+        (ratio, "error"),
+    ] {
+        let issue = eventually(&format!("an open {} issue", subject.0), || {
+            es_issue(addr, subject, "open")
+        })
+        .await?;
+        ensure!(
+            issue["severity"] == severity,
+            "{} opened as {issue}",
+            subject.0
+        );
+        eprintln!("{} opened: {issue}", subject.0);
+        opened.push(issue);
+    }
+
+    // Back to healthy: each closes, with the issue it opened.
+    es.set("/_cluster/health", vec![Reply::ok(bodies::HEALTH_GREEN)]);
+    es.set("/_nodes/stats/fs", vec![Reply::ok(healthy_storage)]);
+    es.set(
+        "/_stats/docs",
+        vec![Reply::ok(bodies::shards_stats(&[("logs", 0, 10, 0)]))],
+    );
+    es.set(&audit_path, vec![Reply::ok(bodies::audit(1000, 10))]);
+    es.set("/_cat/indices", vec![Reply::ok(bodies::CAT_INDICES)]);
+    for (subject, opened) in [health, storage, headroom, docs, ratio]
+        .into_iter()
+        .zip(&opened)
+    {
+        let issue = eventually(&format!("the {} issue to close", subject.0), || {
+            es_issue(addr, subject, "closed")
+        })
+        .await?;
+        ensure!(
+            issue["id"] == opened["id"],
+            "{} closed another issue: {issue}",
+            subject.0
+        );
+        eprintln!("{} closed: {issue}", subject.0);
+    }
+
+    // Elasticsearch stops listening: every check is refused. es_unreachable opens (once
+    // for the cluster, whichever agent's check failed first) and closes when it answers
+    // again.
+    let unreachable = ("es_unreachable", "", "");
+    es.stop().await;
+    let issue = eventually("an open es_unreachable issue", || {
+        es_issue(addr, unreachable, "open")
+    })
+    .await?;
+    let message = issue["message"].as_str().unwrap_or_default();
+    ensure!(
+        issue["severity"] == "error" && message.contains("failed: refused"),
+        "es_unreachable opened as {issue}"
+    );
+    eprintln!("es_unreachable opened: {issue}");
+    es.resume().await?;
+    let closed = eventually("the es_unreachable issue to close", || {
+        es_issue(addr, unreachable, "closed")
+    })
+    .await?;
+    ensure!(
+        closed["id"] == issue["id"],
+        "es_unreachable closed another issue: {closed}"
+    );
+    eprintln!("es_unreachable closed: {closed}");
+
+    // Two agents ran the probe against one cluster: one issue per condition.
+    let all = hostwatchctl_issues(addr).await?;
+    for subject in [health, storage, headroom, docs, ratio, unreachable] {
+        let n_issues = all
+            .iter()
+            .filter(|issue| issue["rule"] == subject.0)
+            .count();
+        ensure!(
+            n_issues == 1,
+            "{n_issues} {} issues for one condition of one cluster: {all:?}",
+            subject.0
+        );
+    }
+    Ok(())
+}

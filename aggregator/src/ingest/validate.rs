@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use proto::v1 as wire;
 
+mod elasticsearch;
+
 use crate::config::IngestConfig;
 use crate::engine::Hello;
 use crate::model::{
@@ -110,12 +112,8 @@ pub fn sample(
                 line: log.line,
             }
         }
-        // The agent's elasticsearch probe is newer than this aggregator's rules.
-        Some(wire::sample::Kind::Elasticsearch(_)) => {
-            return Err(Rejection::new(
-                "unsupported_kind",
-                "elasticsearch: sample kind not supported by this aggregator".into(),
-            ));
+        Some(wire::sample::Kind::Elasticsearch(es)) => {
+            Reading::Elasticsearch(elasticsearch::sample(es)?)
         }
     };
     Ok(Sample { time, reading })
@@ -689,23 +687,6 @@ mod tests {
         assert_eq!(
             sample(empty, now(), &LIMITS).unwrap_err().reason,
             "empty_sample"
-        );
-    }
-
-    #[test]
-    fn an_elasticsearch_sample_is_rejected_as_unsupported() {
-        let es = wire::Sample {
-            time_unix_ms: now().as_unix_ms(),
-            kind: Some(wire::sample::Kind::Elasticsearch(
-                wire::ElasticsearchSample::default(),
-            )),
-        };
-        let rejected = sample(es, now(), &LIMITS).unwrap_err();
-        assert_eq!(rejected.reason, "unsupported_kind");
-        assert!(
-            rejected.detail.contains("not supported by this aggregator"),
-            "{}",
-            rejected.detail
         );
     }
 

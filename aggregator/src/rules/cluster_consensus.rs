@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::threshold::ThresholdRuleConfig;
-use super::{Each, Rule};
+use super::{Each, Rule, Unlisted};
 use crate::explain::{self, Evidence, MemberEvidence, NodeEvidence, RuleCondition, WindowSpan};
 use crate::issue::{Condition, Finding};
 use crate::model::{GossipMember, GossipReading, Reading, Severity, Timestamp};
@@ -107,6 +107,10 @@ impl Rule for ClusterConsensus {
     }
 
     fn threshold(_config: &ClusterConsensusConfig) -> Option<&ThresholdRuleConfig> {
+        None
+    }
+
+    fn unlisted(_config: &Self::Config, _reading: &Reading) -> Option<Unlisted> {
         None
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::threshold::{ThresholdRuleConfig, ThresholdRuleOverrides, Unit};
-use super::{Description, Each, Metric, Rule, Scope};
+use super::{Description, Each, Metric, Rule, Scope, Unlisted};
 use crate::model::Reading;
 
 #[derive(Debug)]
@@ -63,5 +63,9 @@ impl Rule for MemoryUsage {
 
     fn threshold(config: &ThresholdRuleConfig) -> Option<&ThresholdRuleConfig> {
         Some(config)
+    }
+
+    fn unlisted(_config: &Self::Config, _reading: &Reading) -> Option<Unlisted> {
+        None
     }
 }

@@ -14,6 +14,12 @@
 pub mod cluster_consensus;
 pub mod core_load;
 pub mod disk_usage;
+pub mod es_cluster_health;
+pub mod es_docs_per_shard;
+pub mod es_node_storage;
+pub mod es_shard_headroom;
+pub mod es_unreachable;
+pub mod http_5xx_ratio;
 pub mod memory_usage;
 pub mod node_silent;
 pub mod registry;
@@ -28,7 +34,7 @@ use serde::de::DeserializeOwned;
 pub use registry::{RuleId, RulesConfig};
 pub use threshold::{SeverityTier, ThresholdRuleConfig};
 
-use crate::model::{NodeKey, Reading, ResourceRef};
+use crate::model::{NodeKey, Reading, ResourceKind, ResourceRef};
 
 /// One rule. Implemented by a unit struct in the rule's module and listed once in
 /// `registry`.
@@ -61,6 +67,23 @@ pub trait Rule {
     /// The threshold, windows (`open_for`, `close_for`) and tiers its measurements are
     /// judged by; `None` for a rule that measures nothing.
     fn threshold(config: &Self::Config) -> Option<&ThresholdRuleConfig>;
+
+    /// For a rule whose samples list only the resources over a floor (documents per
+    /// shard): what such a sample says of the resources it leaves out, so that their
+    /// windows move too (an open issue on a shard that fell under the floor closes).
+    /// `None` for every other rule and sample, and when the listing was cut short.
+    fn unlisted(config: &Self::Config, reading: &Reading) -> Option<Unlisted>;
+}
+
+/// The resources of one kind a sample leaves out of its listing: each has at most
+/// `value`.
+#[derive(Debug, Clone, Copy)]
+pub struct Unlisted {
+    pub scope: Scope,
+    pub kind: ResourceKind,
+    pub value: f64,
+    /// The words of that value on a resource (its name) reported by a node.
+    pub describe: fn(&str, &NodeKey, f64) -> Description,
 }
 
 /// One value a rule watches in a sample: whose it is, on which resource (none: the node

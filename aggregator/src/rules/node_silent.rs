@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::threshold::ThresholdRuleConfig;
-use super::{Each, Rule};
+use super::{Each, Rule, Unlisted};
 use crate::explain::{self, Evidence, RuleCondition, SilenceEvidence, TierEvidence, WindowSpan};
 use crate::issue::{Condition, Finding};
 use crate::model::{NodeKey, Reading, Severity, Timestamp};
@@ -78,6 +78,10 @@ impl Rule for NodeSilent {
     fn measure<'a>(_config: &NodeSilentConfig, _reading: &'a Reading, _each: &mut Each<'a, '_>) {}
 
     fn threshold(_config: &NodeSilentConfig) -> Option<&ThresholdRuleConfig> {
+        None
+    }
+
+    fn unlisted(_config: &Self::Config, _reading: &Reading) -> Option<Unlisted> {
         None
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::threshold::ThresholdRuleConfig;
-use super::{Describe, Metric, Rule};
+use super::{Describe, Metric, Rule, Unlisted};
 use crate::model::Reading;
 
 macro_rules! registry {
@@ -117,6 +117,19 @@ macro_rules! registry {
                     }
                 )+
             }
+
+            /// Calls `each` with what `reading` says of the resources it leaves out, for
+            /// every enabled rule whose samples list only some (`Rule::unlisted`).
+            pub fn unlisted(&self, reading: &Reading, each: &mut dyn FnMut(RuleId, Unlisted)) {
+                $(
+                    if <super::$module::$rule as Rule>::enabled(&self.$field)
+                        && let Some(unlisted) =
+                            <super::$module::$rule as Rule>::unlisted(&self.$field, reading)
+                    {
+                        each(RuleId::$rule, unlisted);
+                    }
+                )+
+            }
         }
     };
 }
@@ -128,6 +141,12 @@ registry! {
     disk_usage: disk_usage::DiskUsage,
     node_silent: node_silent::NodeSilent,
     cluster_consensus: cluster_consensus::ClusterConsensus,
+    es_cluster_health: es_cluster_health::EsClusterHealth,
+    es_node_storage: es_node_storage::EsNodeStorage,
+    es_shard_headroom: es_shard_headroom::EsShardHeadroom,
+    es_docs_per_shard: es_docs_per_shard::EsDocsPerShard,
+    http_5xx_ratio: http_5xx_ratio::Http5xxRatio,
+    es_unreachable: es_unreachable::EsUnreachable,
 }
 
 impl RulesConfig {

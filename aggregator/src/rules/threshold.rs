@@ -27,6 +27,15 @@ pub struct ThresholdRuleConfig {
     /// Severity tiers, lowest first; empty: one tier, `severity` over `threshold`.
     /// See `tier_severity` for how an open issue moves between them.
     pub tiers: Vec<SeverityTier>,
+    /// The condition is the value *under* the threshold (a headroom running out), and
+    /// over it clears; no tiers then.
+    pub below: bool,
+    /// A cadence: judge a sample only once this long has passed since the last judged one
+    /// (the others are ignored); zero judges every sample.
+    pub evaluate_every: Duration,
+    /// The cadence while the subject has an issue open (to see the recovery sooner);
+    /// zero judges every sample.
+    pub evaluate_every_while_open: Duration,
 }
 
 /// One severity tier: the issue has `severity` once the value is over `above`.
@@ -35,6 +44,13 @@ pub struct ThresholdRuleConfig {
 pub struct SeverityTier {
     pub above: f64,
     pub severity: Severity,
+    /// How long the value must stay over `above` before the issue opens at this tier or
+    /// escalates to it; `None`: the rule's `open_for` decides, as for any tier. A tier
+    /// with its own `open_for` is a state, not a level: an open issue is at the highest
+    /// such tier the value is over now (no hysteresis), so a cluster back from red to
+    /// yellow steps down at once (see `conclude`).
+    #[serde(default, with = "humantime_serde")]
+    pub open_for: Option<Duration>,
 }
 
 impl Default for ThresholdRuleConfig {
@@ -47,6 +63,9 @@ impl Default for ThresholdRuleConfig {
             severity: Severity::Warning,
             renotify: Duration::from_secs(3600),
             tiers: Vec::new(),
+            below: false,
+            evaluate_every: Duration::ZERO,
+            evaluate_every_while_open: Duration::ZERO,
         }
     }
 }
@@ -59,6 +78,11 @@ impl ThresholdRuleConfig {
             errors.push(format!("{field}: must be a non-negative number"));
         } else if let Some(max) = max.filter(|max| self.threshold > *max) {
             errors.push(format!("{field}: {} is over {max}", self.threshold));
+        }
+        if self.below && !self.tiers.is_empty() {
+            errors.push(format!(
+                "config: rules.{rule}.tiers: a rule that opens below its threshold has no tiers"
+            ));
         }
         if let Some(first) = self.tiers.first()
             && first.above != self.threshold
@@ -100,6 +124,11 @@ pub struct ThresholdRuleOverrides {
     #[serde(default, with = "humantime_serde")]
     renotify: Option<Duration>,
     tiers: Option<Vec<SeverityTier>>,
+    below: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    evaluate_every: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    evaluate_every_while_open: Option<Duration>,
 }
 
 impl ThresholdRuleOverrides {
@@ -120,6 +149,11 @@ impl ThresholdRuleOverrides {
             close_for: self.close_for.unwrap_or(defaults.close_for),
             severity: self.severity.unwrap_or(defaults.severity),
             renotify: self.renotify.unwrap_or(defaults.renotify),
+            below: self.below.unwrap_or(defaults.below),
+            evaluate_every: self.evaluate_every.unwrap_or(defaults.evaluate_every),
+            evaluate_every_while_open: self
+                .evaluate_every_while_open
+                .unwrap_or(defaults.evaluate_every_while_open),
         }
     }
 }
@@ -131,6 +165,12 @@ pub enum Unit {
     Ratio,
     /// A percentage, e.g. 83.2 %.
     Percent,
+    /// A whole number of things, e.g. 1800000000 documents.
+    Count,
+    /// A health status measured as 0 green, 1 yellow, 2 red.
+    Status,
+    /// Whether a service answered: 0 reachable, 1 unreachable.
+    Reachability,
 }
 
 impl Unit {
@@ -138,6 +178,12 @@ impl Unit {
         match self {
             Unit::Ratio => format!("{value:.2}"),
             Unit::Percent => format!("{value:.1} %"),
+            Unit::Count => format!("{value:.0}"),
+            Unit::Status if value <= 0.5 => "green".to_owned(),
+            Unit::Status if value <= 1.5 => "yellow".to_owned(),
+            Unit::Status => "red".to_owned(),
+            Unit::Reachability if value <= 0.5 => "reachable".to_owned(),
+            Unit::Reachability => "unreachable".to_owned(),
         }
     }
 
@@ -146,7 +192,16 @@ impl Unit {
         match self {
             Unit::Ratio => "ratio",
             Unit::Percent => "percent",
+            Unit::Count => "count",
+            Unit::Status => "status",
+            Unit::Reachability => "reachability",
         }
+    }
+
+    /// Whether its values are states (a status, reachability) rather than amounts: their
+    /// messages name the state, not a comparison with a number.
+    const fn is_state(self) -> bool {
+        matches!(self, Unit::Status | Unit::Reachability)
     }
 }
 
@@ -189,17 +244,88 @@ impl Measurement {
     }
 }
 
+/// Whether a tier of `config` has its own `open_for`: then the engine keeps one window
+/// per tier (`observe_tiers`) and `conclude` times each tier with its own.
+pub fn timed_tiers(config: &ThresholdRuleConfig) -> bool {
+    config.tiers.iter().any(|tier| tier.open_for.is_some())
+}
+
+/// Moves the per-tier windows of a rule with timed tiers (one per tier, made on first
+/// use) with a value taken at `time`.
+pub fn observe_tiers(
+    windows: &mut Vec<ConditionWindow>,
+    config: &ThresholdRuleConfig,
+    time: crate::model::Timestamp,
+    value: f64,
+    max_gap: Duration,
+) {
+    windows.resize_with(config.tiers.len(), ConditionWindow::default);
+    for (window, tier) in windows.iter_mut().zip(&config.tiers) {
+        window.observe(time, verdict(value, tier.above), max_gap);
+    }
+}
+
 /// Whether `conclude` could change the issue book for a window that has just moved:
 /// the open condition held (opens, or may change the tier of, an issue), or the clear
 /// condition held while an issue is open (closes it). A clear with nothing open, or
 /// neither condition held, changes nothing, so no message need be made for it.
 pub fn may_decide(
     window: &ConditionWindow,
+    tier_windows: &[ConditionWindow],
     config: &ThresholdRuleConfig,
     issue_open: bool,
 ) -> bool {
+    if !tier_windows.is_empty() {
+        // Timed tiers: an open issue may change tier on any breaching sample.
+        return (issue_open && window.breach_held_for(Duration::ZERO))
+            || timed_tier(config, tier_windows).is_some()
+            || (issue_open && window.clear_held_for(config.close_for));
+    }
     window.breach_held_for(config.open_for)
         || (issue_open && window.clear_held_for(config.close_for))
+}
+
+/// The highest tier whose value has been over its `above` for its own `open_for` (the
+/// rule's when it has none).
+fn timed_tier(config: &ThresholdRuleConfig, tier_windows: &[ConditionWindow]) -> Option<usize> {
+    config
+        .tiers
+        .iter()
+        .zip(tier_windows)
+        .rposition(|(tier, window)| {
+            window.breach_held_for(tier.open_for.unwrap_or(config.open_for))
+        })
+}
+
+/// Whether the rule judges samples on a cadence rather than each one.
+pub fn has_cadence(config: &ThresholdRuleConfig) -> bool {
+    !config.evaluate_every.is_zero() || !config.evaluate_every_while_open.is_zero()
+}
+
+/// Whether a sample taken at `time` is judged, given when the last judged one was taken
+/// (`evaluate_every`, `evaluate_every_while_open`).
+pub fn due(
+    config: &ThresholdRuleConfig,
+    evaluated: Option<crate::model::Timestamp>,
+    time: crate::model::Timestamp,
+    issue_open: bool,
+) -> bool {
+    let every = if issue_open {
+        config.evaluate_every_while_open
+    } else {
+        config.evaluate_every
+    };
+    evaluated.is_none_or(|evaluated| time.since(evaluated) >= every)
+}
+
+/// What `value` says about the rule's condition: over the threshold opens (under it, for
+/// a rule that opens `below`).
+pub fn judge(config: &ThresholdRuleConfig, value: f64) -> Verdict {
+    if config.below {
+        verdict(-value, -config.threshold)
+    } else {
+        verdict(value, config.threshold)
+    }
 }
 
 /// Over the threshold opens, under it clears, exactly at it does neither.
@@ -255,10 +381,17 @@ pub fn tier_severity(
 pub fn conclude(
     measurement: &Measurement,
     window: &ConditionWindow,
+    tier_windows: &[ConditionWindow],
     config: &ThresholdRuleConfig,
     current: Option<Severity>,
     remedy: &str,
 ) -> Option<Condition> {
+    if !tier_windows.is_empty()
+        && let Some(condition) =
+            conclude_timed(measurement, window, tier_windows, config, current, remedy)
+    {
+        return Some(condition);
+    }
     let unit = measurement.unit;
     let value = unit.format(measurement.value);
     let (severity, tier_threshold) = tier_severity(config, measurement.value, current);
@@ -283,21 +416,103 @@ pub fn conclude(
                 tier_below(config, severity).map_or(threshold.clone(), |above| unit.format(above))
             )
         };
-        let message = format!(
-            "{} is {value}, over {threshold}{held}{tier} ({})",
-            measurement.what, measurement.how
-        );
+        let over = if config.below { "under" } else { "over" };
+        let message = if unit.is_state() {
+            format!(
+                "{} is {value}{held} ({})",
+                measurement.what, measurement.how
+            )
+        } else {
+            format!(
+                "{} is {value}, {over} {threshold}{held}{tier} ({})",
+                measurement.what, measurement.how
+            )
+        };
         Some(Condition::Breach(finding(message)))
     } else if window.clear_held_for(config.close_for) {
         let held = held_phrase(config.close_for);
-        let message = format!(
-            "{} is {value}, back under {threshold}{held}",
-            measurement.what
-        );
+        let back = if config.below { "over" } else { "under" };
+        let message = if unit.is_state() {
+            format!(
+                "{} is {value} again{held} ({})",
+                measurement.what, measurement.how
+            )
+        } else {
+            format!(
+                "{} is {value}, back {back} {threshold}{held}",
+                measurement.what
+            )
+        };
         Some(Condition::Clear(finding(message)))
     } else {
         None
     }
+}
+
+/// `conclude` for a rule with timed tiers, when the value breaches: an issue opens at the
+/// highest tier held for its own `open_for`; an open one is at the highest tier held so,
+/// or else at the highest tier the value is over now that is not above its current one
+/// (it steps down at once, and escalates only once the higher tier has held). `None`
+/// when the value does not breach: the clear is judged as for any threshold rule.
+fn conclude_timed(
+    measurement: &Measurement,
+    window: &ConditionWindow,
+    tier_windows: &[ConditionWindow],
+    config: &ThresholdRuleConfig,
+    current: Option<Severity>,
+    remedy: &str,
+) -> Option<Condition> {
+    let tiers = &config.tiers;
+    let value = measurement.value;
+    let held = timed_tier(config, tier_windows);
+    let index = match current {
+        None => held?,
+        Some(_) if !window.breach_held_for(Duration::ZERO) => return None,
+        Some(severity) => {
+            let current_index = tiers.iter().position(|tier| tier.severity == severity);
+            let now_over = tiers
+                .iter()
+                .enumerate()
+                .rposition(|(index, tier)| {
+                    value > tier.above && current_index.is_some_and(|current| index <= current)
+                })
+                .unwrap_or(0);
+            held.map_or(now_over, |held| held.max(now_over))
+        }
+    };
+    let tier = tiers.get(index)?;
+    let unit = measurement.unit;
+    let span = tier.open_for.unwrap_or(config.open_for);
+    let held = if current.is_none() {
+        held_phrase(span)
+    } else {
+        String::new()
+    };
+    let message = if unit.is_state() {
+        format!(
+            "{} is {}{held} ({})",
+            measurement.what,
+            unit.format(value),
+            measurement.how
+        )
+    } else {
+        format!(
+            "{} is {}, over {}{held} ({}: over {}) ({})",
+            measurement.what,
+            unit.format(value),
+            unit.format(config.threshold),
+            tier.severity,
+            unit.format(tier.above),
+            measurement.how
+        )
+    };
+    Some(Condition::Breach(Finding {
+        severity: tier.severity,
+        value,
+        threshold: tier.above,
+        message,
+        remedy: remedy.to_owned(),
+    }))
 }
 
 /// The `above` of the tier beneath the one with `severity`.

@@ -106,7 +106,8 @@ fn messages_name_the_subject_value_threshold_and_remedy() {
     window.observe(Timestamp::from_unix_ms(0), Verdict::Breach, gap);
     window.observe(Timestamp::from_unix_ms(60_000), Verdict::Breach, gap);
     let remedy = RuleId::DiskUsage.remedy();
-    let Some(Condition::Breach(finding)) = conclude(disk, &window, &rules.disk_usage, None, remedy)
+    let Some(Condition::Breach(finding)) =
+        conclude(disk, &window, &[], &rules.disk_usage, None, remedy)
     else {
         panic!("expected a breach");
     };

@@ -1,0 +1,115 @@
+//! `es_node_storage` (seed 001): used space of each Elasticsearch data node, on its data
+//! path with the least available space (`100 − 100 × available ÷ total`, as ES's own
+//! watermarks compute it). Tiers over 85 % info, 88 % warning, 90 % error on one issue per
+//! ES node (resource `es_node`, per cluster whichever agent reported it); closes under
+//! 85 %. The message states the cluster's effective watermarks, which the sample carries.
+
+use std::time::Duration;
+
+use super::threshold::{SeverityTier, ThresholdRuleConfig, ThresholdRuleOverrides, Unit};
+use super::{Description, Each, Metric, Rule, Scope, Unlisted};
+use crate::model::{EsReading, EsResult, Reading, ResourceKind, ResourceRef, Severity};
+
+#[derive(Debug)]
+pub struct EsNodeStorage;
+
+impl Rule for EsNodeStorage {
+    const NAME: &'static str = "es_node_storage";
+    const REMEDY: &'static str = "free space on the node (delete or shrink indices, e.g. with \
+        elastic-management) or add storage or data nodes, before Elasticsearch's disk \
+        watermarks stop allocating shards to it";
+    type Config = ThresholdRuleConfig;
+    type File = ThresholdRuleOverrides;
+
+    fn defaults() -> ThresholdRuleConfig {
+        let tier = |above, severity| SeverityTier {
+            above,
+            severity,
+            open_for: None,
+        };
+        ThresholdRuleConfig {
+            threshold: 85.0,
+            tiers: vec![
+                tier(85.0, Severity::Info),
+                tier(88.0, Severity::Warning),
+                tier(90.0, Severity::Error),
+            ],
+            ..ThresholdRuleConfig::default()
+        }
+    }
+
+    fn config(file: ThresholdRuleOverrides) -> ThresholdRuleConfig {
+        file.over(Self::defaults())
+    }
+
+    fn validate(config: &ThresholdRuleConfig, errors: &mut Vec<String>) {
+        config.validate(Self::NAME, Some(100.0), errors);
+    }
+
+    fn enabled(config: &ThresholdRuleConfig) -> bool {
+        config.enabled
+    }
+
+    fn renotify(config: &ThresholdRuleConfig) -> Duration {
+        config.renotify
+    }
+
+    fn measure<'a>(_config: &ThresholdRuleConfig, reading: &'a Reading, each: &mut Each<'a, '_>) {
+        let Reading::Elasticsearch(EsReading {
+            outcome: Ok(EsResult::Storage(storage)),
+            ..
+        }) = reading
+        else {
+            return;
+        };
+        for node in &storage.nodes {
+            let metric = Metric {
+                scope: Scope::Cluster,
+                resource: Some(ResourceRef {
+                    kind: ResourceKind::EsNode,
+                    name: &node.name,
+                }),
+                value: node.used_percent,
+            };
+            each(metric, &|reporter| {
+                let path = if node.path.is_empty() {
+                    "its data paths".to_owned()
+                } else {
+                    node.path.clone()
+                };
+                Description {
+                    what: format!(
+                        "Elasticsearch node {} ({}) of {}/{}",
+                        node.name, node.host, reporter.tenant, reporter.cluster
+                    ),
+                    how: format!(
+                        "{} of {} bytes available on {path}; the cluster's disk watermarks: \
+                         low {}, high {}, flood stage {}",
+                        node.available_bytes,
+                        node.total_bytes,
+                        or_unknown(&storage.watermark_low),
+                        or_unknown(&storage.watermark_high),
+                        or_unknown(&storage.watermark_flood_stage),
+                    ),
+                    unit: Unit::Percent,
+                }
+            });
+        }
+    }
+
+    fn threshold(config: &ThresholdRuleConfig) -> Option<&ThresholdRuleConfig> {
+        Some(config)
+    }
+
+    fn unlisted(_config: &ThresholdRuleConfig, _reading: &Reading) -> Option<Unlisted> {
+        None
+    }
+}
+
+fn or_unknown(watermark: &str) -> &str {
+    if watermark.is_empty() {
+        "not reported"
+    } else {
+        watermark
+    }
+}

@@ -1,0 +1,89 @@
+//! `http_5xx_ratio` (seed 001): the share of requests in the audit trail answered with a
+//! 5XX status over the agent's window (15 min by default, searched every 5 min): opens
+//! over 5 % (error), closes, with an announced `closed` event, when back under. One issue
+//! per audit index pattern (resource `service`, per cluster whichever agent reported it).
+//! A window without requests gives no verdict, nor does a partial count (a shard failed or
+//! the search timed out): either could hide the errors or the requests.
+
+use std::time::Duration;
+
+use super::threshold::{ThresholdRuleConfig, ThresholdRuleOverrides, Unit};
+use super::{Description, Each, Metric, Rule, Scope, Unlisted};
+use crate::model::{EsReading, EsResult, Reading, ResourceKind, ResourceRef, Severity};
+
+#[derive(Debug)]
+pub struct Http5xxRatio;
+
+impl Rule for Http5xxRatio {
+    const NAME: &'static str = "http_5xx_ratio";
+    const REMEDY: &'static str = "look at the requests answered with 5XX in the audit trail: \
+        a failing service or its infrastructure (database, network, a recent deploy)";
+    type Config = ThresholdRuleConfig;
+    type File = ThresholdRuleOverrides;
+
+    fn defaults() -> ThresholdRuleConfig {
+        ThresholdRuleConfig {
+            threshold: 5.0,
+            severity: Severity::Error,
+            ..ThresholdRuleConfig::default()
+        }
+    }
+
+    fn config(file: ThresholdRuleOverrides) -> ThresholdRuleConfig {
+        file.over(Self::defaults())
+    }
+
+    fn validate(config: &ThresholdRuleConfig, errors: &mut Vec<String>) {
+        config.validate(Self::NAME, Some(100.0), errors);
+    }
+
+    fn enabled(config: &ThresholdRuleConfig) -> bool {
+        config.enabled
+    }
+
+    fn renotify(config: &ThresholdRuleConfig) -> Duration {
+        config.renotify
+    }
+
+    fn measure<'a>(_config: &ThresholdRuleConfig, reading: &'a Reading, each: &mut Each<'a, '_>) {
+        let Reading::Elasticsearch(EsReading {
+            outcome: Ok(EsResult::Audit(audit)),
+            ..
+        }) = reading
+        else {
+            return;
+        };
+        if audit.requests == 0 || audit.shards_failed > 0 || audit.timed_out {
+            return;
+        }
+        let metric = Metric {
+            scope: Scope::Cluster,
+            resource: Some(ResourceRef {
+                kind: ResourceKind::Service,
+                name: &audit.index_pattern,
+            }),
+            value: 100.0 * audit.errors_5xx as f64 / audit.requests as f64,
+        };
+        each(metric, &|reporter| Description {
+            what: format!(
+                "5XX answers in audit trail {} of {}/{}",
+                audit.index_pattern, reporter.tenant, reporter.cluster
+            ),
+            how: format!(
+                "{} of {} requests in the last {}",
+                audit.errors_5xx,
+                audit.requests,
+                humantime::format_duration(Duration::from_secs(u64::from(audit.window_seconds)))
+            ),
+            unit: Unit::Percent,
+        });
+    }
+
+    fn threshold(config: &ThresholdRuleConfig) -> Option<&ThresholdRuleConfig> {
+        Some(config)
+    }
+
+    fn unlisted(_config: &ThresholdRuleConfig, _reading: &Reading) -> Option<Unlisted> {
+        None
+    }
+}
