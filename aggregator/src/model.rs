@@ -161,11 +161,13 @@ pub enum ResourceKind {
     Container,
     /// A condition of a Kubernetes node, e.g. `node-3/DiskPressure`.
     Condition,
+    /// One check of a probe, e.g. `elasticsearch.audit`.
+    Check,
 }
 
 impl ResourceKind {
     /// Every kind, for parsing and documentation.
-    pub const ALL: [ResourceKind; 8] = [
+    pub const ALL: [ResourceKind; 9] = [
         ResourceKind::Mount,
         ResourceKind::EsNode,
         ResourceKind::Shard,
@@ -174,10 +176,11 @@ impl ResourceKind {
         ResourceKind::Service,
         ResourceKind::Container,
         ResourceKind::Condition,
+        ResourceKind::Check,
     ];
 
     /// The name stored and shown: `mount`, `es_node`, `shard`, `pod`, `k8s_node`,
-    /// `service`, `container`, `condition`.
+    /// `service`, `container`, `condition`, `check`.
     pub const fn as_str(self) -> &'static str {
         match self {
             ResourceKind::Mount => "mount",
@@ -188,6 +191,7 @@ impl ResourceKind {
             ResourceKind::Service => "service",
             ResourceKind::Container => "container",
             ResourceKind::Condition => "condition",
+            ResourceKind::Check => "check",
         }
     }
 

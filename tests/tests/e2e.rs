@@ -1179,10 +1179,10 @@ audit = {{ index_pattern = "{AUDIT_PATTERN}", interval = "500ms" }}
         eprintln!("{} closed: {issue}", subject.0);
     }
 
-    // Elasticsearch stops listening: every check is refused. es_unreachable opens (once
-    // for the cluster, whichever agent's check failed first) and closes when it answers
-    // again.
-    let unreachable = ("es_unreachable", "", "");
+    // Elasticsearch stops listening: every check is refused. es_unreachable opens once per
+    // check of the cluster (whichever agent's check failed first): here the health check's,
+    // and each closes when its check answers again.
+    let unreachable = ("es_unreachable", "check", "elasticsearch.health");
     es.stop().await;
     let issue = eventually("an open es_unreachable issue", || {
         es_issue(addr, unreachable, "open")
@@ -1204,13 +1204,25 @@ audit = {{ index_pattern = "{AUDIT_PATTERN}", interval = "500ms" }}
         "es_unreachable closed another issue: {closed}"
     );
     eprintln!("es_unreachable closed: {closed}");
+    eventually("every es_unreachable issue to close", || async {
+        let all = hostwatchctl_issues(addr).await?;
+        let open = all
+            .iter()
+            .any(|issue| issue["rule"] == "es_unreachable" && issue["state"] == "open");
+        Ok((!open).then_some(()))
+    })
+    .await?;
 
     // Two agents ran the probe against one cluster: one issue per condition.
     let all = hostwatchctl_issues(addr).await?;
     for subject in [health, storage, headroom, docs, ratio, unreachable] {
         let n_issues = all
             .iter()
-            .filter(|issue| issue["rule"] == subject.0)
+            .filter(|issue| {
+                issue["rule"] == subject.0
+                    && issue["resource_kind"] == subject.1
+                    && issue["resource"] == subject.2
+            })
             .count();
         ensure!(
             n_issues == 1,

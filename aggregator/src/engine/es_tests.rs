@@ -690,7 +690,14 @@ fn es_unreachable_opens_on_each_kind_of_failure_naming_the_cause_and_the_check()
             "{kind} {status}"
         );
         let issue = issue(&opened);
-        assert_eq!(issue.key.subject, Subject::cluster("acme", "es", None));
+        let check = ResourceRef {
+            kind: ResourceKind::Check,
+            name: "elasticsearch.storage",
+        };
+        assert_eq!(
+            issue.key.subject,
+            Subject::cluster("acme", "es", Some(check))
+        );
         assert!(
             issue
                 .message
@@ -699,9 +706,10 @@ fn es_unreachable_opens_on_each_kind_of_failure_naming_the_cause_and_the_check()
             "{}",
             issue.message
         );
-        // The next check that answers closes it.
+        // Another check's answer leaves it open; its own check's next answer closes it.
+        assert_eq!(cluster.health(30, "green"), []);
         assert_eq!(
-            cluster.health(30, "green"),
+            seen(&cluster.storage("a", 60, 50.0)),
             [("closed", "es_unreachable", Severity::Error)]
         );
     }
@@ -741,4 +749,31 @@ fn an_unreachable_cluster_keeps_the_other_rules_last_verdicts() {
             .is_some()
     );
     assert_eq!(cluster.engine.open_issues().count(), 2);
+}
+
+/// A check that keeps failing while the others answer (a 403 on the audit index, which the
+/// monitor privilege does not cover) is one issue that stays open: the other checks'
+/// answers neither close it nor make the next failure open it again.
+#[test]
+fn a_check_that_keeps_failing_is_one_open_issue_while_the_others_answer() {
+    let mut cluster = Cluster::new(&["a"]);
+    let forbidden = || failure("auth", 403);
+    assert_eq!(
+        seen(&cluster.fail("a", 0, EsCheck::Audit, forbidden())),
+        [("opened", "es_unreachable", Severity::Error)]
+    );
+    for minute in 1..=10 {
+        let secs = minute * 60;
+        assert_eq!(cluster.health(secs, "green"), [], "health at {secs}s");
+        assert_eq!(
+            seen(&cluster.fail("a", secs + 1, EsCheck::Audit, forbidden())),
+            [],
+            "audit failing again at {}s",
+            secs + 1
+        );
+    }
+    assert_eq!(
+        seen(&cluster.report("a", 700, EsCheck::Audit, audit(1000, 0))),
+        [("closed", "es_unreachable", Severity::Error)]
+    );
 }

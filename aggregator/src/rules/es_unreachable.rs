@@ -1,8 +1,12 @@
 //! `es_unreachable` (seed 001: "if the alerting service fails to contact Elasticsearch an
 //! error will be emitted"): a check of the `elasticsearch` probe that could not get its
 //! answer (refused, connect, timeout, TLS, 401/403, 5xx, a broken answer, a body that is
-//! not the expected JSON) opens an error naming the cause and the check; the next check
-//! that gets its answer closes it. One issue per cluster, whichever agent reported. A red
+//! not the expected JSON) opens an error naming the cause and the check; that check's next
+//! answer closes it. One issue per check of a cluster (resource `check`, e.g.
+//! `elasticsearch.audit`), whichever agent reported: a check that keeps failing while the
+//! others answer (a 403 on the audit index, a search that times out) is one issue that
+//! stays open, not one that every other check's answer closes and its next failure
+//! reopens. A red
 //! cluster is reachable (its health answered), and another non-2xx answer (a 404 for a
 //! missing audit index, say) is the cluster answering: neither is a verdict here. A
 //! failed check moves no other rule's window, so their last verdicts stand.
@@ -11,7 +15,7 @@ use std::time::Duration;
 
 use super::threshold::{ThresholdRuleConfig, ThresholdRuleOverrides, Unit};
 use super::{Description, Each, Metric, Rule, Scope, Unlisted};
-use crate::model::{EsReading, Reading, Severity};
+use crate::model::{EsReading, Reading, ResourceKind, ResourceRef, Severity};
 
 #[derive(Debug)]
 pub struct EsUnreachable;
@@ -66,7 +70,10 @@ impl Rule for EsUnreachable {
         };
         let metric = Metric {
             scope: Scope::Cluster,
-            resource: None,
+            resource: Some(ResourceRef {
+                kind: ResourceKind::Check,
+                name: check.probe_name(),
+            }),
             value,
         };
         each(metric, &|reporter| {
