@@ -14,13 +14,13 @@ use crate::events::{Event, Notification};
 use crate::explain::{self, RunTrail};
 use crate::issue::{Condition, Finding, Issue, IssueBook, IssueEvent, IssueEventKind, IssueKey};
 use crate::model::{
-    EsCheck, GossipReading, HostReading, NodeIdentity, NodeKey, Probe, Reading, ResourceRef,
-    Sample, Severity, Subject, Timestamp,
+    EsCheck, EsResult, GossipReading, HostReading, NodeIdentity, NodeKey, Probe, Reading,
+    ResourceRef, Sample, Severity, Subject, Timestamp,
 };
 use crate::rules::cluster_consensus::{self, ConsensusWindow, NodeView, Observed};
-use crate::rules::node_silent;
 use crate::rules::threshold::{self, Measurement};
 use crate::rules::{Describe, Metric, RuleId, RulesConfig, Scope, Unlisted};
+use crate::rules::{http_5xx_ratio, node_silent};
 use crate::window::ConditionWindow;
 
 /// The host interval assumed for a node whose Hello named none (the agent's default).
@@ -49,6 +49,9 @@ pub struct NodeState {
     /// The agent's time of the newest result of each Elasticsearch check
     /// (by `EsCheck::index`).
     pub latest_es: [Option<Timestamp>; EsCheck::COUNT],
+    /// Whether the node's latest audit count was partial (`http_5xx_ratio::partial_count`),
+    /// so that a partial count is reported once, when it starts.
+    pub audit_partial: bool,
     pub dropped_batches_total: u64,
     /// Samples rejected since the aggregator started.
     pub rejected_samples_total: u64,
@@ -73,6 +76,7 @@ impl NodeState {
             latest_host: None,
             latest_gossip: None,
             latest_es: [None; EsCheck::COUNT],
+            audit_partial: false,
             dropped_batches_total: 0,
             rejected_samples_total: 0,
             batches_applied_total: 0,
@@ -392,6 +396,23 @@ impl Engine {
                     let latest = &mut node.latest_es[es.check.index()];
                     if latest.is_none_or(|time| time < sample.time) {
                         *latest = Some(sample.time);
+                    }
+                    if let Ok(EsResult::Audit(audit)) = &es.outcome
+                        && self.rules.http_5xx_ratio.enabled
+                    {
+                        let partial = http_5xx_ratio::partial_count(audit);
+                        if let (Some(text), false) = (&partial, node.audit_partial) {
+                            outcome
+                                .events
+                                .push(Event::Notification(Notification::about_node(
+                                    key,
+                                    Severity::Warning,
+                                    "Partial audit count",
+                                    text.clone(),
+                                    now,
+                                )));
+                        }
+                        node.audit_partial = partial.is_some();
                     }
                 }
                 // Log lines are routed to sinks, not judged by rules.

@@ -755,6 +755,7 @@ fn restore(connection: &Connection) -> Result<Restored, StoreError> {
             latest_host: None,
             latest_gossip: None,
             latest_es: [None; EsCheck::COUNT],
+            audit_partial: false,
             dropped_batches_total: unsigned(row.get(10)?),
             rejected_samples_total: 0,
             batches_applied_total: unsigned(row.get(11)?),

@@ -777,3 +777,48 @@ fn a_check_that_keeps_failing_is_one_open_issue_while_the_others_answer() {
         [("closed", "es_unreachable", Severity::Error)]
     );
 }
+
+/// A partial audit count (failed shards, a search that timed out) is no verdict, but it is
+/// reported: one notification when a node's counts turn partial, none while they stay so,
+/// and one again after a complete count.
+#[test]
+fn a_partial_audit_count_is_reported_once_when_it_starts() {
+    let mut cluster = Cluster::new(&["a"]);
+    let notes = |events: Vec<Event>| -> Vec<String> {
+        events
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::Notification(note) => Some(format!("{}: {}", note.title, note.text)),
+                Event::Issue(_) => None,
+            })
+            .collect()
+    };
+    let EsResult::Audit(mut partial) = audit(1000, 20) else {
+        unreachable!()
+    };
+    partial.shards_failed = 2;
+    let first = notes(cluster.report("a", 0, EsCheck::Audit, EsResult::Audit(partial.clone())));
+    assert_eq!(
+        first,
+        [
+            "Partial audit count: the request count of audit trail audit-* is partial \
+          (2 shards failed): 20 of 1000 requests counted answered 5XX; http_5xx_ratio takes \
+          no verdict from it"
+        ]
+    );
+    partial.timed_out = true;
+    let still = cluster.report("a", 300, EsCheck::Audit, EsResult::Audit(partial.clone()));
+    assert_eq!(
+        notes(still),
+        Vec::<String>::new(),
+        "still partial: said already"
+    );
+    assert_eq!(
+        notes(cluster.report("a", 600, EsCheck::Audit, audit(1000, 20))).len(),
+        0
+    );
+    partial.shards_failed = 0;
+    let again = notes(cluster.report("a", 900, EsCheck::Audit, EsResult::Audit(partial)));
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert!(again[0].contains("(the search timed out)"), "{again:?}");
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::threshold::{ThresholdRuleConfig, ThresholdRuleOverrides, Unit};
 use super::{Description, Each, Metric, Rule, Scope, Unlisted};
-use crate::model::{EsReading, EsResult, Reading, ResourceKind, ResourceRef, Severity};
+use crate::model::{EsAudit, EsReading, EsResult, Reading, ResourceKind, ResourceRef, Severity};
 
 #[derive(Debug)]
 pub struct Http5xxRatio;
@@ -86,4 +86,21 @@ impl Rule for Http5xxRatio {
     fn unlisted(_config: &ThresholdRuleConfig, _reading: &Reading) -> Option<Unlisted> {
         None
     }
+}
+
+/// What a partial audit count tells the operator, or `None` for a complete one. The rule
+/// takes no verdict from a partial count (`measure`); the engine reports it once, as a
+/// notification, when a node's audit counts turn partial.
+pub fn partial_count(audit: &EsAudit) -> Option<String> {
+    let why = match (audit.shards_failed, audit.timed_out) {
+        (0, false) => return None,
+        (0, true) => "the search timed out".to_owned(),
+        (failed, false) => format!("{failed} shards failed"),
+        (failed, true) => format!("{failed} shards failed and the search timed out"),
+    };
+    Some(format!(
+        "the request count of audit trail {} is partial ({why}): {} of {} requests counted \
+         answered 5XX; http_5xx_ratio takes no verdict from it",
+        audit.index_pattern, audit.errors_5xx, audit.requests
+    ))
 }

@@ -40,6 +40,7 @@ fn node_state(node: &str, applied_seq: u64) -> NodeState {
         latest_host: None,
         latest_gossip: None,
         latest_es: [None; EsCheck::COUNT],
+        audit_partial: false,
         dropped_batches_total: 3,
         rejected_samples_total: 2,
         batches_applied_total: applied_seq - 1,
