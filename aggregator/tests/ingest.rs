@@ -422,37 +422,32 @@ async fn an_elasticsearch_result_not_after_the_previous_one_of_its_check_is_reje
         .await
         .unwrap();
     let base = host(0.1, 10.0, 1 << 30).time_unix_ms;
-    let health = |offset_ms: i64| wire::Sample {
+    let es = |offset_ms: i64, check: wire::ElasticsearchCheck, result| wire::Sample {
         time_unix_ms: base + offset_ms,
         kind: Some(wire::sample::Kind::Elasticsearch(
             wire::ElasticsearchSample {
-                check: wire::ElasticsearchCheck::Health as i32,
+                check: check as i32,
                 url: "http://127.0.0.1:9200".into(),
                 error: None,
-                result: Some(wire::elasticsearch_sample::Result::Health(
-                    wire::ElasticsearchHealth {
-                        cluster_name: "logs".into(),
-                        status: "green".into(),
-                        number_of_nodes: 3,
-                        number_of_data_nodes: 3,
-                        ..Default::default()
-                    },
-                )),
+                result: Some(result),
             },
         )),
     };
-    let storage = |offset_ms: i64| wire::Sample {
-        time_unix_ms: base + offset_ms,
-        kind: Some(wire::sample::Kind::Elasticsearch(
-            wire::ElasticsearchSample {
-                check: wire::ElasticsearchCheck::Storage as i32,
-                url: "http://127.0.0.1:9200".into(),
-                error: None,
-                result: Some(wire::elasticsearch_sample::Result::Storage(
-                    wire::ElasticsearchStorage::default(),
-                )),
-            },
-        )),
+    let health = |offset_ms| {
+        let green = wire::ElasticsearchHealth {
+            cluster_name: "logs".into(),
+            status: "green".into(),
+            number_of_nodes: 3,
+            number_of_data_nodes: 3,
+            ..Default::default()
+        };
+        let result = wire::elasticsearch_sample::Result::Health(green);
+        es(offset_ms, wire::ElasticsearchCheck::Health, result)
+    };
+    let storage = |offset_ms| {
+        let empty = wire::ElasticsearchStorage::default();
+        let result = wire::elasticsearch_sample::Result::Storage(empty);
+        es(offset_ms, wire::ElasticsearchCheck::Storage, result)
     };
     sender.send(batch(1, vec![health(0)])).await.unwrap();
     let first = next_ack(&mut inbound).await;
