@@ -3,18 +3,17 @@
 
 use std::time::Duration;
 
-use super::threshold::{ThresholdRuleConfig, ThresholdRuleOverrides, Unit};
-use super::{Description, Each, Metric, Rule, Scope, Unlisted};
+use super::threshold::{ThresholdRule, ThresholdRuleConfig, Unit};
+use super::{Description, Each, Metric, Scope, Unlisted};
 use crate::model::{Reading, ResourceKind, ResourceRef};
 
 #[derive(Debug)]
 pub struct DiskUsage;
 
-impl Rule for DiskUsage {
+impl ThresholdRule for DiskUsage {
     const NAME: &'static str = "disk_usage";
     const REMEDY: &'static str = "consider either removing data, running scavenge or increasing the disk size for the cluster";
-    type Config = ThresholdRuleConfig;
-    type File = ThresholdRuleOverrides;
+    const MAX_THRESHOLD: Option<f64> = Some(100.0);
 
     fn defaults() -> ThresholdRuleConfig {
         ThresholdRuleConfig {
@@ -23,22 +22,6 @@ impl Rule for DiskUsage {
             close_for: Duration::ZERO,
             ..ThresholdRuleConfig::default()
         }
-    }
-
-    fn config(file: ThresholdRuleOverrides) -> ThresholdRuleConfig {
-        file.over(Self::defaults())
-    }
-
-    fn validate(config: &ThresholdRuleConfig, errors: &mut Vec<String>) {
-        config.validate(Self::NAME, Some(100.0), errors);
-    }
-
-    fn enabled(config: &ThresholdRuleConfig) -> bool {
-        config.enabled
-    }
-
-    fn renotify(config: &ThresholdRuleConfig) -> Duration {
-        config.renotify
     }
 
     fn measure<'a>(_config: &ThresholdRuleConfig, reading: &'a Reading, each: &mut Each<'a, '_>) {
@@ -65,11 +48,7 @@ impl Rule for DiskUsage {
         }
     }
 
-    fn threshold(config: &ThresholdRuleConfig) -> Option<&ThresholdRuleConfig> {
-        Some(config)
-    }
-
-    fn unlisted(_config: &Self::Config, _reading: &Reading) -> Option<Unlisted> {
+    fn unlisted(_config: &ThresholdRuleConfig, _reading: &Reading) -> Option<Unlisted> {
         None
     }
 }

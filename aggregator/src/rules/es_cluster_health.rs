@@ -10,21 +10,20 @@
 
 use std::time::Duration;
 
-use super::threshold::{SeverityTier, ThresholdRuleConfig, ThresholdRuleOverrides, Unit};
-use super::{Description, Each, Metric, Rule, Scope, Unlisted};
+use super::threshold::{SeverityTier, ThresholdRule, ThresholdRuleConfig, Unit};
+use super::{Description, Each, Metric, Scope, Unlisted};
 use crate::model::{EsReading, EsResult, Reading, Severity};
 
 #[derive(Debug)]
 pub struct EsClusterHealth;
 
-impl Rule for EsClusterHealth {
+impl ThresholdRule for EsClusterHealth {
     const NAME: &'static str = "es_cluster_health";
     const REMEDY: &'static str = "find the unassigned shards and why (GET \
         /_cluster/allocation/explain): yellow misses replicas, red misses primaries (data \
         unavailable); bring back the lost nodes, free disk under the watermarks, or fix \
         the allocation settings";
-    type Config = ThresholdRuleConfig;
-    type File = ThresholdRuleOverrides;
+    const MAX_THRESHOLD: Option<f64> = Some(RED);
 
     fn defaults() -> ThresholdRuleConfig {
         ThresholdRuleConfig {
@@ -44,22 +43,6 @@ impl Rule for EsClusterHealth {
             ],
             ..ThresholdRuleConfig::default()
         }
-    }
-
-    fn config(file: ThresholdRuleOverrides) -> ThresholdRuleConfig {
-        file.over(Self::defaults())
-    }
-
-    fn validate(config: &ThresholdRuleConfig, errors: &mut Vec<String>) {
-        config.validate(Self::NAME, Some(RED), errors);
-    }
-
-    fn enabled(config: &ThresholdRuleConfig) -> bool {
-        config.enabled
-    }
-
-    fn renotify(config: &ThresholdRuleConfig) -> Duration {
-        config.renotify
     }
 
     fn measure<'a>(_config: &ThresholdRuleConfig, reading: &'a Reading, each: &mut Each<'a, '_>) {
@@ -101,10 +84,6 @@ impl Rule for EsClusterHealth {
             ),
             unit: Unit::Status,
         });
-    }
-
-    fn threshold(config: &ThresholdRuleConfig) -> Option<&ThresholdRuleConfig> {
-        Some(config)
     }
 
     fn unlisted(_config: &ThresholdRuleConfig, _reading: &Reading) -> Option<Unlisted> {

@@ -5,22 +5,19 @@
 //! shards over its floor: a shard a complete listing leaves out has at most the floor's
 //! documents, so its issue closes (`unlisted`).
 
-use std::time::Duration;
-
-use super::threshold::{SeverityTier, ThresholdRuleConfig, ThresholdRuleOverrides, Unit};
-use super::{Description, Each, Metric, Rule, Scope, Unlisted};
+use super::threshold::{SeverityTier, ThresholdRule, ThresholdRuleConfig, Unit};
+use super::{Description, Each, Metric, Scope, Unlisted};
 use crate::model::{EsReading, EsResult, NodeKey, Reading, ResourceKind, ResourceRef, Severity};
 
 #[derive(Debug)]
 pub struct EsDocsPerShard;
 
-impl Rule for EsDocsPerShard {
+impl ThresholdRule for EsDocsPerShard {
     const NAME: &'static str = "es_docs_per_shard";
     const REMEDY: &'static str = "reindex the index into several (or split it) so that each \
         shard holds fewer documents, or delete data the timed clean-up missed; a shard \
         cannot hold more than 2,147,483,519 documents";
-    type Config = ThresholdRuleConfig;
-    type File = ThresholdRuleOverrides;
+    const MAX_THRESHOLD: Option<f64> = None;
 
     fn defaults() -> ThresholdRuleConfig {
         let tier = |above, severity| SeverityTier {
@@ -36,22 +33,6 @@ impl Rule for EsDocsPerShard {
             ],
             ..ThresholdRuleConfig::default()
         }
-    }
-
-    fn config(file: ThresholdRuleOverrides) -> ThresholdRuleConfig {
-        file.over(Self::defaults())
-    }
-
-    fn validate(config: &ThresholdRuleConfig, errors: &mut Vec<String>) {
-        config.validate(Self::NAME, None, errors);
-    }
-
-    fn enabled(config: &ThresholdRuleConfig) -> bool {
-        config.enabled
-    }
-
-    fn renotify(config: &ThresholdRuleConfig) -> Duration {
-        config.renotify
     }
 
     fn measure<'a>(_config: &ThresholdRuleConfig, reading: &'a Reading, each: &mut Each<'a, '_>) {
@@ -80,10 +61,6 @@ impl Rule for EsDocsPerShard {
                 unit: Unit::Count,
             });
         }
-    }
-
-    fn threshold(config: &ThresholdRuleConfig) -> Option<&ThresholdRuleConfig> {
-        Some(config)
     }
 
     /// A listing not cut short says every shard it leaves out holds at most the floor:

@@ -4,22 +4,19 @@
 //! ES node (resource `es_node`, per cluster whichever agent reported it); closes under
 //! 85 %. The message states the cluster's effective watermarks, which the sample carries.
 
-use std::time::Duration;
-
-use super::threshold::{SeverityTier, ThresholdRuleConfig, ThresholdRuleOverrides, Unit};
-use super::{Description, Each, Metric, Rule, Scope, Unlisted};
+use super::threshold::{SeverityTier, ThresholdRule, ThresholdRuleConfig, Unit};
+use super::{Description, Each, Metric, Scope, Unlisted};
 use crate::model::{EsReading, EsResult, Reading, ResourceKind, ResourceRef, Severity};
 
 #[derive(Debug)]
 pub struct EsNodeStorage;
 
-impl Rule for EsNodeStorage {
+impl ThresholdRule for EsNodeStorage {
     const NAME: &'static str = "es_node_storage";
     const REMEDY: &'static str = "free space on the node (delete or shrink indices, e.g. with \
         elastic-management) or add storage or data nodes, before Elasticsearch's disk \
         watermarks stop allocating shards to it";
-    type Config = ThresholdRuleConfig;
-    type File = ThresholdRuleOverrides;
+    const MAX_THRESHOLD: Option<f64> = Some(100.0);
 
     fn defaults() -> ThresholdRuleConfig {
         let tier = |above, severity| SeverityTier {
@@ -36,22 +33,6 @@ impl Rule for EsNodeStorage {
             ],
             ..ThresholdRuleConfig::default()
         }
-    }
-
-    fn config(file: ThresholdRuleOverrides) -> ThresholdRuleConfig {
-        file.over(Self::defaults())
-    }
-
-    fn validate(config: &ThresholdRuleConfig, errors: &mut Vec<String>) {
-        config.validate(Self::NAME, Some(100.0), errors);
-    }
-
-    fn enabled(config: &ThresholdRuleConfig) -> bool {
-        config.enabled
-    }
-
-    fn renotify(config: &ThresholdRuleConfig) -> Duration {
-        config.renotify
     }
 
     fn measure<'a>(_config: &ThresholdRuleConfig, reading: &'a Reading, each: &mut Each<'a, '_>) {
@@ -95,10 +76,6 @@ impl Rule for EsNodeStorage {
                 }
             });
         }
-    }
-
-    fn threshold(config: &ThresholdRuleConfig) -> Option<&ThresholdRuleConfig> {
-        Some(config)
     }
 
     fn unlisted(_config: &ThresholdRuleConfig, _reading: &Reading) -> Option<Unlisted> {

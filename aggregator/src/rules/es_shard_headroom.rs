@@ -8,19 +8,18 @@
 
 use std::time::Duration;
 
-use super::threshold::{ThresholdRuleConfig, ThresholdRuleOverrides, Unit};
-use super::{Description, Each, Metric, Rule, Scope, Unlisted};
+use super::threshold::{ThresholdRule, ThresholdRuleConfig, Unit};
+use super::{Description, Each, Metric, Scope, Unlisted};
 use crate::model::{EsReading, EsResult, Reading};
 
 #[derive(Debug)]
 pub struct EsShardHeadroom;
 
-impl Rule for EsShardHeadroom {
+impl ThresholdRule for EsShardHeadroom {
     const NAME: &'static str = "es_shard_headroom";
     const REMEDY: &'static str = "raise cluster.max_shards_per_node, add data nodes, or reduce \
         the shards: delete, shrink or merge indices (the elastic-management service helps)";
-    type Config = ThresholdRuleConfig;
-    type File = ThresholdRuleOverrides;
+    const MAX_THRESHOLD: Option<f64> = None;
 
     fn defaults() -> ThresholdRuleConfig {
         ThresholdRuleConfig {
@@ -30,22 +29,6 @@ impl Rule for EsShardHeadroom {
             evaluate_every_while_open: Duration::from_secs(30 * 60),
             ..ThresholdRuleConfig::default()
         }
-    }
-
-    fn config(file: ThresholdRuleOverrides) -> ThresholdRuleConfig {
-        file.over(Self::defaults())
-    }
-
-    fn validate(config: &ThresholdRuleConfig, errors: &mut Vec<String>) {
-        config.validate(Self::NAME, None, errors);
-    }
-
-    fn enabled(config: &ThresholdRuleConfig) -> bool {
-        config.enabled
-    }
-
-    fn renotify(config: &ThresholdRuleConfig) -> Duration {
-        config.renotify
     }
 
     fn measure<'a>(_config: &ThresholdRuleConfig, reading: &'a Reading, each: &mut Each<'a, '_>) {
@@ -76,10 +59,6 @@ impl Rule for EsShardHeadroom {
             ),
             unit: Unit::Count,
         });
-    }
-
-    fn threshold(config: &ThresholdRuleConfig) -> Option<&ThresholdRuleConfig> {
-        Some(config)
     }
 
     fn unlisted(_config: &ThresholdRuleConfig, _reading: &Reading) -> Option<Unlisted> {

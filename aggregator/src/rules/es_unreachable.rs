@@ -11,23 +11,20 @@
 //! missing audit index, say) is the cluster answering: neither is a verdict here. A
 //! failed check moves no other rule's window, so their last verdicts stand.
 
-use std::time::Duration;
-
-use super::threshold::{ThresholdRuleConfig, ThresholdRuleOverrides, Unit};
-use super::{Description, Each, Metric, Rule, Scope, Unlisted};
+use super::threshold::{ThresholdRule, ThresholdRuleConfig, Unit};
+use super::{Description, Each, Metric, Scope, Unlisted};
 use crate::model::{EsReading, Reading, ResourceKind, ResourceRef, Severity};
 
 #[derive(Debug)]
 pub struct EsUnreachable;
 
-impl Rule for EsUnreachable {
+impl ThresholdRule for EsUnreachable {
     const NAME: &'static str = "es_unreachable";
     const REMEDY: &'static str = "check that Elasticsearch runs and listens at the agent's \
         [elasticsearch] url, the network and TLS between them, and the agent's credentials \
         (a 401/403 needs the monitor privilege); a 5xx names Elasticsearch's own error, e.g. \
         master_not_discovered_exception";
-    type Config = ThresholdRuleConfig;
-    type File = ThresholdRuleOverrides;
+    const MAX_THRESHOLD: Option<f64> = Some(1.0);
 
     fn defaults() -> ThresholdRuleConfig {
         ThresholdRuleConfig {
@@ -35,22 +32,6 @@ impl Rule for EsUnreachable {
             severity: Severity::Error,
             ..ThresholdRuleConfig::default()
         }
-    }
-
-    fn config(file: ThresholdRuleOverrides) -> ThresholdRuleConfig {
-        file.over(Self::defaults())
-    }
-
-    fn validate(config: &ThresholdRuleConfig, errors: &mut Vec<String>) {
-        config.validate(Self::NAME, Some(1.0), errors);
-    }
-
-    fn enabled(config: &ThresholdRuleConfig) -> bool {
-        config.enabled
-    }
-
-    fn renotify(config: &ThresholdRuleConfig) -> Duration {
-        config.renotify
     }
 
     fn measure<'a>(_config: &ThresholdRuleConfig, reading: &'a Reading, each: &mut Each<'a, '_>) {
@@ -103,10 +84,6 @@ impl Rule for EsUnreachable {
                 unit: Unit::Reachability,
             }
         });
-    }
-
-    fn threshold(config: &ThresholdRuleConfig) -> Option<&ThresholdRuleConfig> {
-        Some(config)
     }
 
     fn unlisted(_config: &ThresholdRuleConfig, _reading: &Reading) -> Option<Unlisted> {

@@ -7,19 +7,18 @@
 
 use std::time::Duration;
 
-use super::threshold::{ThresholdRuleConfig, ThresholdRuleOverrides, Unit};
-use super::{Description, Each, Metric, Rule, Scope, Unlisted};
+use super::threshold::{ThresholdRule, ThresholdRuleConfig, Unit};
+use super::{Description, Each, Metric, Scope, Unlisted};
 use crate::model::{EsAudit, EsReading, EsResult, Reading, ResourceKind, ResourceRef, Severity};
 
 #[derive(Debug)]
 pub struct Http5xxRatio;
 
-impl Rule for Http5xxRatio {
+impl ThresholdRule for Http5xxRatio {
     const NAME: &'static str = "http_5xx_ratio";
     const REMEDY: &'static str = "look at the requests answered with 5XX in the audit trail: \
         a failing service or its infrastructure (database, network, a recent deploy)";
-    type Config = ThresholdRuleConfig;
-    type File = ThresholdRuleOverrides;
+    const MAX_THRESHOLD: Option<f64> = Some(100.0);
 
     fn defaults() -> ThresholdRuleConfig {
         ThresholdRuleConfig {
@@ -27,22 +26,6 @@ impl Rule for Http5xxRatio {
             severity: Severity::Error,
             ..ThresholdRuleConfig::default()
         }
-    }
-
-    fn config(file: ThresholdRuleOverrides) -> ThresholdRuleConfig {
-        file.over(Self::defaults())
-    }
-
-    fn validate(config: &ThresholdRuleConfig, errors: &mut Vec<String>) {
-        config.validate(Self::NAME, Some(100.0), errors);
-    }
-
-    fn enabled(config: &ThresholdRuleConfig) -> bool {
-        config.enabled
-    }
-
-    fn renotify(config: &ThresholdRuleConfig) -> Duration {
-        config.renotify
     }
 
     fn measure<'a>(_config: &ThresholdRuleConfig, reading: &'a Reading, each: &mut Each<'a, '_>) {
@@ -77,10 +60,6 @@ impl Rule for Http5xxRatio {
             ),
             unit: Unit::Percent,
         });
-    }
-
-    fn threshold(config: &ThresholdRuleConfig) -> Option<&ThresholdRuleConfig> {
-        Some(config)
     }
 
     fn unlisted(_config: &ThresholdRuleConfig, _reading: &Reading) -> Option<Unlisted> {

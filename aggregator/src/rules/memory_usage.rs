@@ -3,19 +3,18 @@
 
 use std::time::Duration;
 
-use super::threshold::{ThresholdRuleConfig, ThresholdRuleOverrides, Unit};
-use super::{Description, Each, Metric, Rule, Scope, Unlisted};
+use super::threshold::{ThresholdRule, ThresholdRuleConfig, Unit};
+use super::{Description, Each, Metric, Scope, Unlisted};
 use crate::model::Reading;
 
 #[derive(Debug)]
 pub struct MemoryUsage;
 
-impl Rule for MemoryUsage {
+impl ThresholdRule for MemoryUsage {
     const NAME: &'static str = "memory_usage";
     const REMEDY: &'static str =
         "consider increasing the size of the instance type for the cluster";
-    type Config = ThresholdRuleConfig;
-    type File = ThresholdRuleOverrides;
+    const MAX_THRESHOLD: Option<f64> = Some(100.0);
 
     fn defaults() -> ThresholdRuleConfig {
         ThresholdRuleConfig {
@@ -24,22 +23,6 @@ impl Rule for MemoryUsage {
             close_for: Duration::from_secs(120),
             ..ThresholdRuleConfig::default()
         }
-    }
-
-    fn config(file: ThresholdRuleOverrides) -> ThresholdRuleConfig {
-        file.over(Self::defaults())
-    }
-
-    fn validate(config: &ThresholdRuleConfig, errors: &mut Vec<String>) {
-        config.validate(Self::NAME, Some(100.0), errors);
-    }
-
-    fn enabled(config: &ThresholdRuleConfig) -> bool {
-        config.enabled
-    }
-
-    fn renotify(config: &ThresholdRuleConfig) -> Duration {
-        config.renotify
     }
 
     fn measure<'a>(_config: &ThresholdRuleConfig, reading: &'a Reading, each: &mut Each<'a, '_>) {
@@ -61,11 +44,7 @@ impl Rule for MemoryUsage {
         });
     }
 
-    fn threshold(config: &ThresholdRuleConfig) -> Option<&ThresholdRuleConfig> {
-        Some(config)
-    }
-
-    fn unlisted(_config: &Self::Config, _reading: &Reading) -> Option<Unlisted> {
+    fn unlisted(_config: &ThresholdRuleConfig, _reading: &Reading) -> Option<Unlisted> {
         None
     }
 }

@@ -9,9 +9,70 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::{Each, Rule, Unlisted};
 use crate::issue::{Condition, Finding, IssueKey};
-use crate::model::Severity;
+use crate::model::{Reading, Severity};
 use crate::window::{ConditionWindow, Verdict};
+
+/// A rule that compares one value per subject with a threshold (`ThresholdRuleConfig`):
+/// what is its own (name, remedy, defaults, the highest threshold that makes sense, what
+/// it measures, what an incomplete listing says). Everything else a `Rule` needs follows
+/// from its `ThresholdRuleConfig`, in the one `impl Rule` below, so a threshold rule's
+/// module holds only what differs.
+pub trait ThresholdRule {
+    /// `Rule::NAME`.
+    const NAME: &'static str;
+    /// `Rule::REMEDY`.
+    const REMEDY: &'static str;
+    /// The highest threshold `validate` accepts (100 for a percentage); `None` for none.
+    const MAX_THRESHOLD: Option<f64>;
+
+    /// `Rule::defaults`: the seed's values.
+    fn defaults() -> ThresholdRuleConfig;
+    /// `Rule::measure`.
+    fn measure<'a>(config: &ThresholdRuleConfig, reading: &'a Reading, each: &mut Each<'a, '_>);
+    /// `Rule::unlisted`.
+    fn unlisted(config: &ThresholdRuleConfig, reading: &Reading) -> Option<Unlisted>;
+}
+
+impl<T: ThresholdRule> Rule for T {
+    const NAME: &'static str = <T as ThresholdRule>::NAME;
+    const REMEDY: &'static str = <T as ThresholdRule>::REMEDY;
+    type Config = ThresholdRuleConfig;
+    type File = ThresholdRuleOverrides;
+
+    fn defaults() -> ThresholdRuleConfig {
+        <T as ThresholdRule>::defaults()
+    }
+
+    fn config(file: ThresholdRuleOverrides) -> ThresholdRuleConfig {
+        file.over(<T as ThresholdRule>::defaults())
+    }
+
+    fn validate(config: &ThresholdRuleConfig, errors: &mut Vec<String>) {
+        config.validate(<T as ThresholdRule>::NAME, T::MAX_THRESHOLD, errors);
+    }
+
+    fn enabled(config: &ThresholdRuleConfig) -> bool {
+        config.enabled
+    }
+
+    fn renotify(config: &ThresholdRuleConfig) -> Duration {
+        config.renotify
+    }
+
+    fn measure<'a>(config: &ThresholdRuleConfig, reading: &'a Reading, each: &mut Each<'a, '_>) {
+        <T as ThresholdRule>::measure(config, reading, each);
+    }
+
+    fn threshold(config: &ThresholdRuleConfig) -> Option<&ThresholdRuleConfig> {
+        Some(config)
+    }
+
+    fn unlisted(config: &ThresholdRuleConfig, reading: &Reading) -> Option<Unlisted> {
+        <T as ThresholdRule>::unlisted(config, reading)
+    }
+}
 
 /// A rule that compares one value with a threshold: open when over it for `open_for`,
 /// close when under it for `close_for`.
